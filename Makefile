@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make demo   set up a virtualenv and run bgcore on the bundled demo bench
+#   make test   set up a virtualenv and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench setup clean
+
+$(BIN)/bgcore: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/bgcore
+
+setup: $(BIN)/bgcore
+
+demo: setup
+	$(BIN)/bgcore --bench . start
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .bgcore
