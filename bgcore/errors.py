@@ -1,0 +1,63 @@
+"""The one error tree of bgcore.
+
+Every message says what was wrong, where (bench, site, app, file, key) and
+what to do about it. Only the CLI turns these into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class BgcoreError(Exception):
+    """Base of every error bgcore raises on purpose."""
+
+
+class BenchNotFound(BgcoreError):
+    """Raised when a directory given as a bench has no ``sites/`` directory."""
+
+
+class ConfigError(BgcoreError):
+    """Raised when a ``site_config.json`` or ``common_site_config.json`` is broken."""
+
+
+class InvalidSiteName(BgcoreError):
+    """Raised when a site name is not host-like or could leave ``sites/``."""
+
+
+class SiteNotFound(BgcoreError):
+    """Raised when a site name names no directory with a ``site_config.json``."""
+
+
+class NoSiteContext(BgcoreError):
+    """Raised when code that needs a current site runs outside one."""
+
+
+class UnknownQueue(BgcoreError):
+    """Raised when a queue name is not one of the bench's queues."""
+
+
+class UnknownMethod(BgcoreError):
+    """Raised when a method path does not import or is not callable."""
+
+
+class AppNotInstalled(BgcoreError):
+    """Raised when a job calls a method of an app not installed on its site."""
+
+
+class SerializationError(BgcoreError):
+    """Raised when job arguments cannot be serialised as JSON."""
+
+
+class DuplicateJob(BgcoreError):
+    """Raised when ``deduplicate=True`` finds the same job id queued or running."""
+
+
+class NotAvailable(BgcoreError):
+    """Raised when an option exists in the API but its feature is not built yet."""
+
+
+class RedisUnavailable(BgcoreError):
+    """Raised when the bench's Redis cannot be found or reached."""
+
+
+class InvalidArgument(BgcoreError):
+    """Raised when an argument to the API or CLI has the wrong type or value."""

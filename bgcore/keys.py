@@ -1,0 +1,78 @@
+"""Every Redis name bgcore uses, built in one place.
+
+All names are namespaced by the bench id, so two benches can share one Redis
+without seeing each other's queues, jobs or scheduler state.
+
+Job ids carry their site. RQ only accepts ``[A-Za-z0-9_-]`` in job ids, so the
+``<site>||<id>`` of the reference system is written ``<site>__<id>`` with a
+reversible escape (``_`` -> ``_u``, ``.`` -> ``_d``): an escaped part never
+contains ``__``, so the split is exact and ``erp`` never matches ``erp2``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bgcore.errors import InvalidArgument
+
+SITE_SEPARATOR = "__"
+_LOCAL_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def _escape(text: str) -> str:
+    return text.replace("_", "_u").replace(".", "_d")
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"_([ud])", lambda m: "_" if m.group(1) == "u" else ".", text)
+
+
+def check_local_id(local_id: str) -> str:
+    """Return ``local_id`` if usable as a job id, else :class:`InvalidArgument`."""
+    if not isinstance(local_id, str) or not _LOCAL_ID.fullmatch(local_id):
+        raise InvalidArgument(
+            f"job_id {local_id!r} is not valid: use 1-200 letters, digits, '_', '-' or '.'"
+        )
+    return local_id
+
+
+def queue_name(bench_id: str, queue: str) -> str:
+    """The RQ queue name of ``queue`` in bench ``bench_id`` (``<bench>:<queue>``)."""
+    return f"{bench_id}:{queue}"
+
+
+def queue_prefix(bench_id: str) -> str:
+    """The prefix shared by all RQ queue names of a bench."""
+    return f"{bench_id}:"
+
+
+def job_id(site: str, local_id: str) -> str:
+    """The RQ job id of job ``local_id`` in ``site``."""
+    return f"{_escape(site)}{SITE_SEPARATOR}{_escape(local_id)}"
+
+
+def site_job_prefix(site: str) -> str:
+    """The prefix every RQ job id of ``site`` starts with (and no other site's does)."""
+    return _escape(site) + SITE_SEPARATOR
+
+
+def site_of_job(rq_job_id: str) -> str | None:
+    """The site part of an RQ job id, or ``None`` for a job bgcore did not make."""
+    site, sep, _ = rq_job_id.partition(SITE_SEPARATOR)
+    return _unescape(site) if sep else None
+
+
+def local_job_id(rq_job_id: str) -> str:
+    """The part of an RQ job id after its site, as the caller gave it."""
+    _, sep, local = rq_job_id.partition(SITE_SEPARATOR)
+    return _unescape(local) if sep else rq_job_id
+
+
+def bench_key(bench_id: str, *parts: str) -> str:
+    """A bgcore-owned key of a bench: ``bgcore:<bench>:<part>:...``."""
+    return ":".join(("bgcore", bench_id, *parts))
+
+
+def site_key(bench_id: str, site: str, *parts: str) -> str:
+    """A bgcore-owned key of one site: ``bgcore:<bench>:site:<site>:<part>:...``."""
+    return bench_key(bench_id, "site", site, *parts)

@@ -1,0 +1,74 @@
+"""Method references: dotted paths to importable callables, checked per site.
+
+A job may only call a method of an app installed on its own site, or of
+bgcore itself. Lambdas, nested functions and bound methods are refused: a
+worker must be able to import the method by its path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bgcore.errors import AppNotInstalled, UnknownMethod
+
+ALWAYS_ALLOWED = ("bgcore",)
+
+
+def method_path(method: Callable[..., Any] | str) -> str:
+    """The dotted path of ``method`` (a callable or a path string)."""
+    if isinstance(method, str):
+        if not method or method.strip() != method or "." not in method:
+            raise UnknownMethod(f"method {method!r} is not a dotted path like 'app.module.function'")
+        return method
+    module = getattr(method, "__module__", None)
+    qualname = getattr(method, "__qualname__", None)
+    if not callable(method) or not module or not qualname:
+        raise UnknownMethod(f"{method!r} is not a function; pass a function or a dotted path string")
+    if "<" in qualname or "." in qualname or module == "__main__":
+        raise UnknownMethod(
+            f"{module}.{qualname} cannot be imported by a worker (lambda, nested function, method "
+            "or __main__); define it at module level in an app and pass it or its dotted path"
+        )
+    return f"{module}.{qualname}"
+
+
+def app_of(path: str) -> str:
+    """The app (top-level package) a method path belongs to."""
+    return path.split(".", 1)[0]
+
+
+def check_app_installed(path: str, site: str, installed: Iterable[str]) -> None:
+    """Refuse ``path`` unless its app is installed on ``site`` (or is bgcore)."""
+    app = app_of(path)
+    installed = tuple(installed)
+    if app in installed or app in ALWAYS_ALLOWED:
+        return
+    raise AppNotInstalled(
+        f"site {site!r} cannot run {path}: app {app!r} is not installed on it "
+        f"(installed_apps: {', '.join(installed) or 'none'}); add it to sites/{site}/site_config.json"
+    )
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """Import and return the callable at ``path``, or :class:`UnknownMethod` saying why."""
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UnknownMethod(f"unknown method {path}: module {exc.name!r} cannot be imported") from None
+    except Exception as exc:  # the app's own import-time error
+        raise UnknownMethod(
+            f"unknown method {path}: importing {module_name} failed with {type(exc).__name__}: {exc}"
+        ) from exc
+    target = getattr(module, attr, None)
+    if target is None:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        hint = difflib.get_close_matches(attr, names, n=1)
+        did_you_mean = f"; did you mean {module_name}.{hint[0]}?" if hint else ""
+        raise UnknownMethod(f"unknown method {path}: {module_name} has no {attr!r}{did_you_mean}")
+    if not callable(target):
+        raise UnknownMethod(f"unknown method {path}: it is a {type(target).__name__}, not a function")
+    return target  # type: ignore[no-any-return]

@@ -1,0 +1,70 @@
+"""The queues of a bench: ``short``, ``default``, ``long`` and custom ones.
+
+Custom queues come from ``common_site_config.json``::
+
+    "workers": {"myqueue": {"timeout": 5000, "background_workers": 4}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bgcore.errors import ConfigError, UnknownQueue
+
+DEFAULT_TIMEOUTS: dict[str, int] = {"short": 300, "default": 300, "long": 1500}
+DEFAULT_WORKERS = 1
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One queue of a bench: its name, default job timeout and worker pool size."""
+
+    name: str
+    timeout: int
+    background_workers: int = DEFAULT_WORKERS
+
+
+def queue_specs(common: dict[str, Any], where: str = "common_site_config.json") -> dict[str, QueueSpec]:
+    """The bench's queues by name, in priority order: defaults first, then custom ones.
+
+    The ``workers`` key may also tune a default queue (its timeout or pool size).
+    """
+    workers = common.get("workers") or {}
+    if not isinstance(workers, dict):
+        raise ConfigError(f"{where}: 'workers' must be an object of queue name -> settings")
+    specs = {name: QueueSpec(name, timeout) for name, timeout in DEFAULT_TIMEOUTS.items()}
+    for name, settings in workers.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{where}: workers.{name} must be an object like {{\"timeout\": 300}}")
+        if not name or ":" in name or "," in name or name.strip() != name:
+            raise ConfigError(f"{where}: workers.{name!r} is not a valid queue name (no ':', ',' or spaces)")
+        timeout = settings.get("timeout", DEFAULT_TIMEOUTS.get(name, 300))
+        pool = settings.get("background_workers", DEFAULT_WORKERS)
+        for key, value in (("timeout", timeout), ("background_workers", pool)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (key == "timeout" and value == 0):
+                raise ConfigError(f"{where}: workers.{name}.{key} must be a positive integer, found {value!r}")
+        specs[name] = QueueSpec(name, timeout, pool)
+    return specs
+
+
+def check_queue(specs: dict[str, QueueSpec], name: str) -> QueueSpec:
+    """The spec of queue ``name``, or :class:`UnknownQueue` listing the valid ones."""
+    try:
+        return specs[name]
+    except KeyError:
+        valid = ", ".join(specs)
+        raise UnknownQueue(
+            f"unknown queue {name!r}; valid queues are: {valid} "
+            "(add custom ones under 'workers' in sites/common_site_config.json)"
+        ) from None
+
+
+def parse_queue_list(specs: dict[str, QueueSpec], text: str | None) -> list[QueueSpec]:
+    """Parse ``--queue a,b`` into specs in that priority order; ``None`` means every queue."""
+    if not text:
+        return list(specs.values())
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UnknownQueue(f"--queue {text!r} names no queue; valid queues are: {', '.join(specs)}")
+    return [check_queue(specs, name) for name in dict.fromkeys(names)]

@@ -1,0 +1,78 @@
+"""Shared workers: one RQ worker serves every site of a bench.
+
+:func:`execute_job` is the one entry point every job runs through. It enters
+the job's site (the site travels in the payload), checks that the method
+belongs to an app installed on that site, and calls it. Timeouts, failure
+records and the failed-job registry are RQ's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextvars import ContextVar
+from typing import Any
+
+from rq import Worker, get_current_job
+
+from bgcore.bench import Bench
+from bgcore.connection import ping
+from bgcore.context import site_context
+from bgcore.methods import check_app_installed, resolve
+from bgcore.queues import parse_queue_list
+from bgcore.rqbridge import SERIALIZER, rq_queue
+
+logger = logging.getLogger(__name__)
+
+# The bench this worker process serves; set once by run_worker, inherited by forked horses.
+_serving: ContextVar[Bench | None] = ContextVar("bgcore_serving_bench", default=None)
+
+
+def execute_job(
+    site: str,
+    method: str,
+    kwargs: dict[str, Any],
+    user: str | None = None,
+    job_name: str | None = None,
+) -> Any:
+    """Run ``method(**kwargs)`` inside ``site``; the function every bgcore job calls."""
+    bench = _serving.get() or Bench.find()
+    job = get_current_job()
+    job_id = job.id if job is not None else None
+    with site_context(bench, site, user=user, job_id=job_id) as ctx:
+        check_app_installed(method, site, ctx.config.installed_apps)
+        function = resolve(method)
+        logger.info("running site=%s job=%s method=%s", site, job_id, method)
+        result = function(**kwargs)
+    return _storable(result)
+
+
+def _storable(result: Any) -> Any:
+    """The result if RQ can store it as JSON, else its ``repr`` (the job still succeeded)."""
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError):
+        return repr(result)
+    return result
+
+
+def make_worker(bench: Bench, queues: str | None = None) -> Worker:
+    """An RQ worker over ``queues`` (``"a,b"``, priority order; ``None`` = every queue)."""
+    specs = parse_queue_list(bench.queues, queues)
+    ping(bench)
+    return Worker(
+        [rq_queue(bench, spec.name) for spec in specs],
+        connection=bench.redis(),
+        serializer=SERIALIZER,
+    )
+
+
+def run_worker(bench: Bench, queues: str | None = None, *, burst: bool = False, quiet: bool = False) -> bool:
+    """Work on ``queues`` until stopped (or, with ``burst``, until they are empty)."""
+    worker = make_worker(bench, queues)
+    bench.activate_import_path()
+    token = _serving.set(bench)
+    try:
+        return bool(worker.work(burst=burst, logging_level="WARNING" if quiet else "INFO"))
+    finally:
+        _serving.reset(token)
