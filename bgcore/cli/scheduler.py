@@ -1,0 +1,7 @@
+"""Scheduler commands (owned by the scheduler daemon work)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

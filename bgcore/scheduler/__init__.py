@@ -1,0 +1,1 @@
+"""The scheduler: scheduler_events from hooks.py, the registry, and the daemon."""
