@@ -76,3 +76,8 @@ def bench_key(bench_id: str, *parts: str) -> str:
 def site_key(bench_id: str, site: str, *parts: str) -> str:
     """A bgcore-owned key of one site: ``bgcore:<bench>:site:<site>:<part>:...``."""
     return bench_key(bench_id, "site", site, *parts)
+
+
+def registry_version(bench_id: str, site: str) -> str:
+    """Counter bumped by ``bgcore migrate`` when a site's event registry changed."""
+    return site_key(bench_id, site, "registry_version")
