@@ -65,9 +65,9 @@ def main(ctx: click.Context, bench_dir: str | None, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bgcore.cli import jobs, scheduler, site
+    from bgcore.cli import jobs, run, scheduler, site
 
-    for module in (jobs, site, scheduler):
+    for module in (jobs, run, site, scheduler):
         for command in module.COMMANDS:
             main.add_command(command)
 

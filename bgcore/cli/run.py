@@ -1,0 +1,60 @@
+"""Bench commands: start, doctor, sites."""
+
+from __future__ import annotations
+
+import click
+
+from bgcore.cli import CliState, main, pass_state
+from bgcore.cli.output import FORMAT_OPTION, emit
+from bgcore.doctor import diagnose
+from bgcore.errors import BgcoreError
+from bgcore.start import run_bench
+
+
+@click.command()
+@click.option("--no-scheduler", is_flag=True, help="Run only Redis and the workers.")
+@click.option("--demo", "demo_every", type=float, default=0.0, metavar="SECONDS",
+              help="Also enqueue demo_app.tasks.fan_out in every site every SECONDS (demo bench).")
+@pass_state
+def start(state: CliState, no_scheduler: bool, demo_every: float) -> None:
+    """Run the bench: private Redis (if needed), workers and the scheduler. Ctrl-C stops it."""
+    with_scheduler = not no_scheduler and "schedule" in main.commands
+    run_bench(state.bench, with_scheduler=with_scheduler, demo_every=demo_every)
+
+
+@click.command()
+@FORMAT_OPTION
+@pass_state
+def doctor(state: CliState, fmt: str) -> None:
+    """Check Redis, workers per queue, queue depths, failed counts and sites."""
+    report = diagnose(state.bench)
+    if fmt == "json":
+        emit(fmt, "", [], [], data=report.as_dict())
+    else:
+        click.echo(f"bench: {state.bench.path} (id {state.bench.bench_id})")
+        click.echo(f"redis: {report.redis_url} -> {'OK' if report.redis_ok else 'UNREACHABLE: ' + report.redis_error}")
+        if report.redis_ok:
+            rows = [(q.name, q.workers, q.queued, q.started, q.failed) for q in report.queues]
+            emit(fmt, "Queues", ["queue", "workers", "queued", "running", "failed"], rows)
+        for problem in report.problems:
+            click.secho(f"problem: {problem}", fg="yellow")
+    if not report.healthy:
+        raise SystemExit(1)
+
+
+@click.command()
+@FORMAT_OPTION
+@pass_state
+def sites(state: CliState, fmt: str) -> None:
+    """List the sites of the bench and whether their config loads."""
+    rows = []
+    for name in state.bench.site_names():
+        try:
+            config = state.bench.site_config(name)
+            rows.append((name, ", ".join(config.installed_apps), "ok"))
+        except BgcoreError as exc:  # one broken site is shown, never stops the listing
+            rows.append((name, "", f"ERROR: {exc}"))
+    emit(fmt, f"Sites ({len(rows)})", ["site", "installed_apps", "config"], rows)
+
+
+COMMANDS = [start, doctor, sites]

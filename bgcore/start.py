@@ -1,0 +1,130 @@
+"""``bgcore start``: run a whole bench in one process tree.
+
+It runs the bench's private Redis when ``redis_queue`` is not set, the workers
+the config asks for (``background_workers`` per queue, default 1) and the
+scheduler daemon, restarts a child that dies, and on Ctrl-C (SIGINT) or
+SIGTERM stops them gracefully: workers finish their current job (RQ's warm
+shutdown), queued jobs stay in Redis, and the private Redis saves its
+append-only file before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from bgcore import embedded_redis
+from bgcore.bench import Bench
+from bgcore.connection import ping
+
+logger = logging.getLogger(__name__)
+
+GRACE_SECONDS = 30.0
+RESTART_BACKOFF = 2.0
+
+
+@dataclass
+class Child:
+    """One supervised process: its command line and the running process."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = field(default=0.0)
+
+    def spawn(self) -> None:
+        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.started_at = time.monotonic()
+        logger.info("started %s pid=%s", self.name, self.proc.pid)
+
+
+def child_commands(bench: Bench, with_scheduler: bool) -> list[Child]:
+    """The workers (and scheduler) the bench's config asks for."""
+    base = [sys.executable, "-m", "bgcore.cli", "--bench", str(bench.path)]
+    children = []
+    for spec in bench.queues.values():
+        for index in range(spec.background_workers):
+            children.append(Child(f"worker[{spec.name}#{index + 1}]", [*base, "worker", "--queue", spec.name]))
+    if with_scheduler:
+        children.append(Child("scheduler", [*base, "schedule"]))
+    return children
+
+
+def run_bench(bench: Bench, *, with_scheduler: bool, demo_every: float = 0.0) -> None:
+    """Run the bench until SIGINT/SIGTERM; see the module docstring."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s, shutting down gracefully", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    redis_proc = None
+    children: list[Child] = []
+    try:
+        if not bench.common_config.get("redis_queue"):
+            redis_proc = embedded_redis.start(bench)
+            logger.info("private Redis for bench %s at %s", bench.path, embedded_redis.running_url(bench))
+        ping(bench)
+        children = child_commands(bench, with_scheduler)
+        for child in children:
+            child.spawn()
+        if demo_every:
+            threading.Thread(target=_demo_feed, args=(bench, stop, demo_every), daemon=True).start()
+        _supervise(children, stop)
+    finally:
+        _stop_children(children)
+        if redis_proc is not None:
+            embedded_redis.stop(bench, redis_proc)
+            logger.info("private Redis stopped; queued jobs are kept in %s", bench.state_path / "redis")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(children: list[Child], stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        for child in children:
+            if child.proc is not None and child.proc.poll() is not None:
+                code = child.proc.returncode
+                logger.error("%s exited with %s; restarting", child.name, code)
+                if time.monotonic() - child.started_at < RESTART_BACKOFF:
+                    time.sleep(RESTART_BACKOFF)
+                child.spawn()
+
+
+def _stop_children(children: list[Child]) -> None:
+    running = [c for c in children if c.proc is not None and c.proc.poll() is None]
+    for child in running:
+        assert child.proc is not None
+        child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for child in running:
+        assert child.proc is not None
+        try:
+            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop within %ss; killing it", child.name, GRACE_SECONDS)
+            child.proc.kill()
+            child.proc.wait()
+    logger.info("all workers stopped")
+
+
+def _demo_feed(bench: Bench, stop: threading.Event, every: float) -> None:
+    """Enqueue ``demo_app.tasks.fan_out`` in every site (the demo without a scheduler)."""
+    from bgcore.context import site_context
+    from bgcore.enqueue import enqueue
+    from bgcore.errors import BgcoreError
+
+    while not stop.wait(every):
+        for site in bench.site_names():
+            try:
+                with site_context(bench, site):
+                    enqueue("demo_app.tasks.fan_out", queue="short")
+            except BgcoreError as exc:
+                logger.error("demo feed site=%s: %s", site, exc)
