@@ -30,7 +30,9 @@ def queue_specs(common: dict[str, Any], where: str = "common_site_config.json") 
 
     The ``workers`` key may also tune a default queue (its timeout or pool size).
     """
-    workers = common.get("workers") or {}
+    workers = common.get("workers", {})
+    if workers is None:
+        workers = {}
     if not isinstance(workers, dict):
         raise ConfigError(f"{where}: 'workers' must be an object of queue name -> settings")
     specs = {name: QueueSpec(name, timeout) for name, timeout in DEFAULT_TIMEOUTS.items()}
