@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,18 @@ def emit(fmt: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[A
         return
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console(soft_wrap=True).print(table)
+        table.add_row(*(_cell(cell) for cell in row))
+    console = Console()
+    if not console.is_terminal:  # piped output: never wrap a cell in the middle of a word
+        console = Console(width=250)
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    return str(value)

@@ -1,0 +1,104 @@
+"""``bgcore start`` as a real process: private Redis, workers, graceful stop, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BGCORE_EXE, BenchDir
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def private_bench(bench_dir: BenchDir) -> BenchDir:
+    """The test bench without redis_queue, plus a queue that has no workers."""
+    bench_dir.write_common(redis_queue=None, workers={"idle": {"background_workers": 0}})
+    return bench_dir
+
+
+def start(bench: BenchDir, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, BGCORE_BENCH=str(bench.path))
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([BGCORE_EXE, "start", "--no-scheduler"], env=env, stdout=out, stderr=out)
+    state = bench.path / ".bgcore" / "redis.json"
+    wait_for(lambda: state.exists() and bench.cli("doctor", "--format", "json").returncode == 0, what="bench start")
+    return proc
+
+
+def test_start_runs_private_redis_and_workers_and_stops_without_losing_jobs(
+    private_bench: BenchDir, tmp_path: Path
+) -> None:
+    log = tmp_path / "start.log"
+    out = tmp_path / "seen.jsonl"
+    proc = start(private_bench, log)
+    try:
+        state = json.loads((private_bench.path / ".bgcore" / "redis.json").read_text())
+        assert state["url"].startswith("redis://127.0.0.1:")
+        # Other commands find the private Redis: a job flows through a worker
+        private_bench.cli("enqueue", "testapp.tasks.record", "--site", "b.test",
+                          "--kwargs", json.dumps({"path": str(out), "tag": "flow"}), check=True)
+        wait_for(lambda: out.exists(), what="the job to run")
+        assert json.loads(out.read_text())["site"] == "b.test"
+        # A job on a queue without workers waits; a long job is running at shutdown
+        private_bench.cli("enqueue", "testapp.tasks.noop", "--site", "a.test", "--queue", "idle", check=True)
+        private_bench.cli("enqueue", "testapp.tasks.sleep_then_record", "--site", "a.test", "--queue", "long",
+                          "--kwargs", json.dumps({"seconds": 2, "path": str(out)}), check=True)
+        time.sleep(0.8)
+    finally:
+        # When Ctrl-C reaches bgcore start
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+    # Then the running job finished, Redis stopped and its state file is gone
+    assert [json.loads(line)["tag"] for line in out.read_text().splitlines()] == ["flow", "finished"]
+    assert not pid_alive(state["pid"])
+    assert not (private_bench.path / ".bgcore" / "redis.json").exists()
+    # And after a restart the queued job is still there
+    proc = start(private_bench, log)
+    try:
+        listing = json.loads(private_bench.cli("show-pending-jobs", "--format", "json", check=True).stdout)
+        assert [(r["site"], r["queue"]) for r in listing] == [("a.test", "idle")]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+def test_start_restarts_a_worker_that_died(private_bench: BenchDir, tmp_path: Path) -> None:
+    proc = start(private_bench, tmp_path / "start.log")
+    try:
+        report = json.loads(private_bench.cli("doctor", "--format", "json").stdout)
+        wait_for(lambda: json.loads(private_bench.cli("doctor", "--format", "json").stdout)["queues"][0]["workers"] == 1,
+                 what="short worker")
+        ps = subprocess.run(["pgrep", "-f", "--", f"--bench {private_bench.path} worker --queue short"],
+                            capture_output=True, text=True)
+        worker_pid = int(ps.stdout.split()[0])
+        os.kill(worker_pid, signal.SIGKILL)
+        out = tmp_path / "after.jsonl"
+        private_bench.cli("enqueue", "testapp.tasks.record", "--site", "a.test", "--queue", "short",
+                          "--kwargs", json.dumps({"path": str(out)}), check=True)
+        wait_for(lambda: out.exists(), what="a restarted short worker to run the job")
+        assert report["redis_ok"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
