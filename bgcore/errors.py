@@ -61,3 +61,26 @@ class RedisUnavailable(BgcoreError):
 
 class InvalidArgument(BgcoreError):
     """Raised when an argument to the API or CLI has the wrong type or value."""
+
+
+class InvalidCron(BgcoreError):
+    """Raised when a cron expression (or alias) cannot be parsed or never matches."""
+
+
+class HooksError(BgcoreError):
+    """Raised when an app's ``hooks.py`` cannot be loaded or its ``scheduler_events`` are invalid.
+
+    ``problems`` holds every problem found, one line each (app, file, key,
+    value and what to do); the message lists them all.
+    """
+
+    def __init__(self, problems: str | list[str] | tuple[str, ...], *, site: str | None = None) -> None:
+        self.problems: tuple[str, ...] = (problems,) if isinstance(problems, str) else tuple(problems)
+        self.site = site
+        where = f"site {site!r}: " if site else ""
+        if len(self.problems) == 1:
+            message = f"{where}{self.problems[0]}"
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{where}{len(self.problems)} problems in hooks:\n{lines}"
+        super().__init__(message)
