@@ -16,7 +16,7 @@ $(BIN)/bgcore: pyproject.toml
 setup: $(BIN)/bgcore
 
 demo: setup
-	$(BIN)/bgcore --bench . start
+	$(BIN)/bgcore --bench . start --demo 5
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

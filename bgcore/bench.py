@@ -75,7 +75,7 @@ class Bench:
                 f"{self.path} is not a bench: it has no sites/ directory; "
                 f"pass --bench DIR or set {BENCH_ENV}"
             )
-        self._cache: dict[Path, tuple[float, dict[str, Any]]] = {}
+        self._cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
         self._redis: Any = None
         self._import_path_done = False
 
@@ -87,14 +87,15 @@ class Bench:
     # -- config -------------------------------------------------------------
     def _read(self, path: Path, *, required: bool) -> dict[str, Any]:
         try:
-            mtime = path.stat().st_mtime_ns
+            info = path.stat()
+            stamp = (info.st_mtime_ns, info.st_size)
         except FileNotFoundError:
-            mtime = -1.0
+            stamp = (-1, -1)
         cached = self._cache.get(path)
-        if cached is not None and cached[0] == mtime:
+        if cached is not None and cached[0] == stamp:
             return cached[1]
         data = read_json_config(path, required=required)
-        self._cache[path] = (mtime, data)
+        self._cache[path] = (stamp, data)
         return data
 
     @property

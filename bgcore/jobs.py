@@ -46,8 +46,8 @@ def pending_jobs(bench: Bench, site: str | None = None) -> list[PendingJob]:
                 queue=name,
                 site=keys.site_of_job(job.id),
                 job_id=keys.local_job_id(job.id),
-                job_name=payload.get("job_name"),
-                method=payload.get("method"),
+                job_name=_text(payload.get("job_name")),
+                method=_text(payload.get("method")),
                 enqueued_at=job.enqueued_at,
             ))
     return found
@@ -59,6 +59,10 @@ def _payload(job: Job) -> dict[str, object]:
     except Exception:  # a job another program wrote with another serializer
         return {}
     return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def purge_jobs(bench: Bench, site: str, queue: str | None = None) -> PurgeReport:
