@@ -11,10 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgcore.bench import Bench, SiteConfig
 from bgcore.errors import NoSiteContext
+
+if TYPE_CHECKING:
+    from bgcore.db.session import SiteSession
 
 _current: ContextVar[SiteContext | None] = ContextVar("bgcore_site", default=None)
 
@@ -32,6 +35,17 @@ class SiteContext:
     @property
     def site(self) -> str:
         return self.config.name
+
+    @property
+    def db(self) -> SiteSession:
+        """The site's transaction (``bgcore.db``); created on first use, rolled back at exit if open."""
+        session = self.state.get("db")
+        if session is None:
+            from bgcore.db.session import SiteSession
+
+            session = self.state["db"] = SiteSession(self)
+            self.state.setdefault("on_exit", []).append(session.close)
+        return session  # type: ignore[no-any-return]
 
 
 def current() -> SiteContext:

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from rq.exceptions import DuplicateJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from bgcore import keys
 from bgcore.context import SiteContext, current
-from bgcore.errors import DuplicateJob, NotAvailable
+from bgcore.errors import DuplicateJob
 from bgcore.methods import check_app_installed, method_path, resolve
 from bgcore.queues import check_queue
 from bgcore.rqbridge import rq_queue
@@ -58,6 +58,8 @@ def enqueue(
     job_id: str | None = None,
     deduplicate: bool = False,
     job_kwargs: dict[str, Any] | None = None,
+    _log_event: str | None = None,
+    _pipeline: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Run ``method(**kwargs)`` in the current site, in a worker of ``queue``.
@@ -68,6 +70,12 @@ def enqueue(
     ``job_id``, a job with that id that is still queued or running makes this
     call raise :class:`DuplicateJob` (atomically: two racing callers cannot both
     enqueue it).
+
+    For the scheduler only: ``_log_event`` marks the job as a run of that
+    scheduled event (payload ``"log": true, "event": ...``, so the worker writes
+    a job-log row for it); ``_pipeline`` adds the job to a Redis pipeline or
+    transaction that the caller executes (not with ``deduplicate`` or
+    ``enqueue_after_commit``).
     """
     ctx = current()
     if job_kwargs:
@@ -79,21 +87,25 @@ def enqueue(
     if now or not is_async:
         return resolve(path)(**kwargs)
     _check_resolvable(ctx, path)
-    if enqueue_after_commit:
-        raise NotAvailable(
-            "enqueue_after_commit=True needs site databases, which are not built yet; "
-            "enqueue without it for now"
-        )
     if deduplicate and not job_id:
         raise DuplicateJob("deduplicate=True needs a job_id= naming the job to keep unique")
     local_id = keys.check_local_id(job_id) if job_id else uuid.uuid4().hex
     rq_id = keys.job_id(ctx.site, local_id)
     payload = {"site": ctx.site, "method": path, "kwargs": kwargs, "user": ctx.user, "job_name": job_name}
+    if _log_event:
+        payload.update(log=True, event=_log_event)
     rq_q = rq_queue(ctx.bench, spec.name)
     if deduplicate:
         free = ctx.bench.redis().eval(_FREE_FINISHED_ID, 1, Job.key_for(rq_id))
         if not free:
             raise _duplicate(ctx.site, local_id)
+    if enqueue_after_commit:
+        # The id is known now; the job reaches Redis only when the site's transaction commits.
+        job = rq_q.create_job(EXECUTE_JOB, kwargs=payload, timeout=timeout or spec.timeout, job_id=rq_id,
+                              description=job_name or path, status=JobStatus.QUEUED)
+        ctx.db.after_commit(lambda: _push(rq_q, job, ctx.site, at_front, deduplicate))
+        logger.debug("held until commit site=%s job=%s method=%s", ctx.site, rq_id, path)
+        return job
     try:
         job = rq_q.enqueue_call(
             EXECUTE_JOB,
@@ -103,11 +115,23 @@ def enqueue(
             at_front=at_front,
             description=job_name or path,
             unique=deduplicate,
+            pipeline=_pipeline,
         )
     except DuplicateJobError:
         raise _duplicate(ctx.site, local_id) from None
     logger.debug("enqueued site=%s job=%s method=%s queue=%s", ctx.site, rq_id, path, spec.name)
     return job
+
+
+def _push(rq_q: Any, job: Job, site: str, at_front: bool, deduplicate: bool) -> None:
+    """Enqueue a job held until commit (the deduplication check happens now)."""
+    if deduplicate and not rq_q.connection.eval(_FREE_FINISHED_ID, 1, job.key):
+        raise _duplicate(site, keys.local_job_id(job.id))
+    try:
+        rq_q.enqueue_job(job, at_front=at_front, unique=deduplicate)
+    except DuplicateJobError:
+        raise _duplicate(site, keys.local_job_id(job.id)) from None
+    logger.debug("enqueued after commit site=%s job=%s", site, job.id)
 
 
 def _duplicate(site: str, local_id: str) -> DuplicateJob:

@@ -63,6 +63,50 @@ class InvalidArgument(BgcoreError):
     """Raised when an argument to the API or CLI has the wrong type or value."""
 
 
+class DatabaseError(BgcoreError):
+    """Base of the errors of a site's database; each names the site."""
+
+
+class DatabaseConfigError(DatabaseError, ConfigError):
+    """Raised when a site's ``db_url`` is not a usable database URL."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Raised when a site's database cannot be opened: server down, file missing or corrupt."""
+
+
+class AfterCommitFailed(DatabaseError):
+    """Raised when the transaction committed but an after-commit action (an enqueue) failed."""
+
+
+class SiteExists(BgcoreError):
+    """Raised when ``new-site`` is asked for a site that already exists."""
+
+
+class UnknownApp(BgcoreError):
+    """Raised when an app named for a site cannot be imported."""
+
+
+class DocumentError(BgcoreError):
+    """Base of the errors about documents and their controllers."""
+
+
+class UnknownDoctype(DocumentError):
+    """Raised when a doctype is not declared by any app installed on the current site."""
+
+
+class DocumentNotFound(DocumentError):
+    """Raised when no document with the given doctype and name exists in the site."""
+
+
+class DocumentExists(DocumentError):
+    """Raised when a new document is saved under a name that is already taken."""
+
+
+class DocumentMethodNotFound(DocumentError):
+    """Raised when a controller has no public method of the given name."""
+
+
 class InvalidCron(BgcoreError):
     """Raised when a cron expression (or alias) cannot be parsed or never matches."""
 

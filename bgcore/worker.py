@@ -2,8 +2,9 @@
 
 :func:`execute_job` is the one entry point every job runs through. It enters
 the job's site (the site travels in the payload), checks that the method
-belongs to an app installed on that site, and calls it. Timeouts, failure
-records and the failed-job registry are RQ's.
+belongs to an app installed on that site, and calls it in the site's
+transaction (bgcore.db.retry). Failures are also written to the site's job log
+(bgcore.db.joblog); timeouts and the failed-job registry are RQ's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from rq import Worker, get_current_job
 from bgcore.bench import Bench
 from bgcore.connection import ping
 from bgcore.context import site_context
+from bgcore.db.joblog import recording
+from bgcore.db.retry import run_in_transaction
 from bgcore.methods import check_app_installed, resolve
 from bgcore.queues import parse_queue_list
 from bgcore.rqbridge import SERIALIZER, rq_queue
@@ -34,16 +37,24 @@ def execute_job(
     kwargs: dict[str, Any],
     user: str | None = None,
     job_name: str | None = None,
+    log: bool = False,
+    event: str | None = None,
 ) -> Any:
-    """Run ``method(**kwargs)`` inside ``site``; the function every bgcore job calls."""
+    """Run ``method(**kwargs)`` inside ``site``; the function every bgcore job calls.
+
+    The call runs in the site's transaction: committed when it returns, rolled
+    back when it raises, retried on transient database errors. A failure (and,
+    with ``log=True``, a success) is recorded in the site's job log.
+    """
     bench = _serving.get() or Bench.find()
     job = get_current_job()
     job_id = job.id if job is not None else None
     with site_context(bench, site, user=user, job_id=job_id) as ctx:
-        check_app_installed(method, site, ctx.config.installed_apps)
-        function = resolve(method)
-        logger.info("running site=%s job=%s method=%s", site, job_id, method)
-        result = function(**kwargs)
+        with recording(ctx, job, method, always=log, event=event):
+            check_app_installed(method, site, ctx.config.installed_apps)
+            function = resolve(method)
+            logger.info("running site=%s job=%s method=%s", site, job_id, method)
+            result = run_in_transaction(ctx, function, kwargs)
     return _storable(result)
 
 

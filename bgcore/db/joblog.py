@@ -1,0 +1,122 @@
+"""The per-site job log: a row for every failed job (and for successes that ask for one).
+
+Rows are written in their own transaction after the job's own transaction has
+been committed or rolled back, so a failure is recorded even though the job's
+writes are not. Writing the log never hides the job's error: if the site's
+database cannot take the row, that is logged and the job's outcome stands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from rq.timeouts import JobTimeoutException
+
+from bgcore import keys
+from bgcore.bench import Bench, SiteConfig
+from bgcore.db.engines import database_for
+from bgcore.db.schema import job_log
+from bgcore.errors import BgcoreError, DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from bgcore.context import SiteContext
+
+logger = logging.getLogger(__name__)
+
+FAILED_STATUSES = ("failed", "timeout")
+
+
+@dataclass(frozen=True)
+class JobLogEntry:
+    """One row of a site's job log."""
+
+    job_id: str
+    method: str
+    queue: str | None
+    status: str
+    started_at: datetime
+    ended_at: datetime
+    duration_ms: int
+    exception: str | None = None
+    traceback: str | None = None
+    event: str | None = None
+
+
+def status_of(exc: BaseException | None) -> str:
+    """``'finished'``, ``'timeout'`` (RQ's job timeout) or ``'failed'``."""
+    if exc is None:
+        return "finished"
+    return "timeout" if isinstance(exc, JobTimeoutException) else "failed"
+
+
+@contextmanager
+def recording(ctx: SiteContext, rq_job: Any, method: str, *, always: bool = False,
+              event: str | None = None) -> Iterator[None]:
+    """Record the block as a job-log row of ``ctx``'s site if it raises (or always, if asked)."""
+    started_wall = datetime.now(timezone.utc)
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException as exc:
+        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, exc))
+        raise
+    if always:
+        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, None))
+
+
+def _entry(ctx: SiteContext, rq_job: Any, method: str, started_wall: datetime, started: float,
+           event: str | None, exc: BaseException | None) -> JobLogEntry:
+    duration_ms = int((time.monotonic() - started) * 1000)
+    origin = getattr(rq_job, "origin", None)
+    prefix = keys.queue_prefix(ctx.bench.bench_id)
+    queue = origin[len(prefix):] if isinstance(origin, str) and origin.startswith(prefix) else origin
+    return JobLogEntry(
+        job_id=ctx.job_id or "",
+        method=method,
+        queue=queue,
+        status=status_of(exc),
+        started_at=started_wall,
+        ended_at=datetime.now(timezone.utc),
+        duration_ms=duration_ms,
+        exception=None if exc is None else f"{type(exc).__name__}: {exc}"[:10000],
+        traceback=None if exc is None else "".join(traceback.format_exception(exc))[-60000:],
+        event=event,
+    )
+
+
+def write(bench: Bench, config: SiteConfig, entry: JobLogEntry) -> bool:
+    """Insert ``entry`` into the site's job log; ``False`` (and a log line) if it could not."""
+    try:
+        with database_for(bench, config).transaction() as connection:
+            connection.execute(sa.insert(job_log).values(**entry.__dict__))
+        return True
+    except DatabaseUnavailable as exc:
+        logger.warning("job log not written site=%s job=%s: %s", config.name, entry.job_id, exc)
+    except (BgcoreError, sa.exc.SQLAlchemyError) as exc:
+        logger.error("job log not written site=%s job=%s: %s", config.name, entry.job_id, exc)
+    return False
+
+
+def failures(bench: Bench, config: SiteConfig, *, limit: int = 50) -> list[JobLogEntry]:
+    """The site's most recent failed (or timed-out) jobs, newest first."""
+    columns = [job_log.c[name] for name in JobLogEntry.__dataclass_fields__]
+    query = (
+        sa.select(*columns)
+        .where(job_log.c.status.in_(FAILED_STATUSES))
+        .order_by(job_log.c.ended_at.desc(), job_log.c.id.desc())
+        .limit(limit)
+    )
+    with database_for(bench, config).transaction() as connection:
+        try:
+            rows = connection.execute(query).all()
+        except sa.exc.DBAPIError as exc:
+            raise database_for(bench, config).unavailable(exc) from exc
+    return [JobLogEntry(**row._mapping) for row in rows]

@@ -1,0 +1,144 @@
+"""``bgcore migrate``: bring a site's database up to date, one site at a time.
+
+:func:`migrate_site` runs :data:`STEPS` in order inside one transaction per
+site (where the dialect allows DDL in transactions): first the schema upgrade
+(create missing tables, add missing nullable columns), then the scheduler's
+registry sync. Running it twice changes nothing the second time.
+:func:`migrate_bench` migrates every site; one failing site does not stop the
+others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateColumn
+
+from bgcore.bench import Bench
+from bgcore.db.engines import database_for
+from bgcore.db.schema import metadata
+from bgcore.errors import BgcoreError
+
+logger = logging.getLogger(__name__)
+
+# Modules that define tables on bgcore.db.schema.metadata; imported before the
+# schema upgrade when they exist (the scheduler registry adds its tables there).
+TABLE_MODULES = ("bgcore.scheduler.registry",)
+
+
+@dataclass
+class MigrateReport:
+    """What migrating one site did (``error`` set when it failed)."""
+
+    site: str
+    created_tables: list[str] = field(default_factory=list)
+    added_columns: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.site}: FAILED: {self.error}"
+        parts = [f"created tables {', '.join(self.created_tables)}" if self.created_tables else "schema up to date"]
+        if self.added_columns:
+            parts.append(f"added columns {', '.join(self.added_columns)}")
+        parts.extend(self.steps)
+        return f"{self.site}: " + "; ".join(parts)
+
+
+Step = Callable[[Bench, str, Connection, MigrateReport], None]
+
+
+def upgrade_schema(bench: Bench, site: str, connection: Connection, report: MigrateReport) -> None:
+    """Create missing tables and add missing columns (which must be nullable or have a default)."""
+    _import_table_modules()
+    inspector = sa.inspect(connection)
+    existing = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            table.create(connection)
+            report.created_tables.append(table.name)
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            ddl = CreateColumn(column).compile(dialect=connection.dialect)
+            quoted = connection.dialect.identifier_preparer.quote(table.name)
+            connection.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN {ddl}")
+            report.added_columns.append(f"{table.name}.{column.name}")
+
+
+def sync_registry(bench: Bench, site: str, connection: Connection, report: MigrateReport) -> None:
+    """Registry step (issue 4a): ``bgcore.scheduler.registry.sync_site(bench, site, connection)``.
+
+    Skipped while that module or function does not exist; its return value, if
+    any, is reported as it prints.
+    """
+    registry = _optional_module("bgcore.scheduler.registry")
+    sync = getattr(registry, "sync_site", None) if registry else None
+    if sync is None:
+        return
+    result = sync(bench, site, connection)
+    report.steps.append(f"registry: {result}" if result is not None else "registry synced")
+
+
+# The steps of a migration, in order. Scheduler core: the registry step is here.
+STEPS: list[Step] = [upgrade_schema, sync_registry]
+
+
+def migrate_site(bench: Bench, site: str) -> MigrateReport:
+    """Run every step for ``site`` in one transaction; raise a :class:`BgcoreError` on failure.
+
+    The site's SQLite file is created if missing. Safe to run twice.
+    """
+    config = bench.site_config(site)
+    bench.activate_import_path()
+    database = database_for(bench, config, create=True)
+    report = MigrateReport(site=site)
+    try:
+        with database.transaction() as connection:
+            for step in STEPS:
+                step(bench, site, connection, report)
+    except sa.exc.DBAPIError as exc:
+        raise database.unavailable(exc) from exc
+    logger.info("migrated site=%s: %s", site, report.summary())
+    return report
+
+
+def migrate_bench(bench: Bench, sites: list[str] | None = None) -> list[MigrateReport]:
+    """Migrate ``sites`` (default: every site); a failing site is reported, the others still run."""
+    reports = []
+    for site in sites if sites is not None else bench.site_names():
+        try:
+            reports.append(migrate_site(bench, site))
+        except Exception as exc:  # one broken site must not stop the others
+            logger.error("migrate failed site=%s: %s", site, exc, exc_info=not isinstance(exc, BgcoreError))
+            reports.append(MigrateReport(site=site, error=f"{type(exc).__name__}: {exc}"))
+    return reports
+
+
+def _import_table_modules() -> None:
+    for name in TABLE_MODULES:
+        _optional_module(name)
+
+
+def _optional_module(name: str) -> object | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+__all__ = ["MigrateReport", "STEPS", "migrate_bench", "migrate_site"]
