@@ -81,3 +81,26 @@ def site_key(bench_id: str, site: str, *parts: str) -> str:
 def registry_version(bench_id: str, site: str) -> str:
     """Counter bumped by ``bgcore migrate`` when a site's event registry changed."""
     return site_key(bench_id, site, "registry_version")
+
+
+# -- scheduler daemon (issue 4b) ---------------------------------------------
+
+
+def scheduler_lease(bench_id: str) -> str:
+    """String key: the holder (``host:pid:uuid``) of the bench's scheduler lease."""
+    return bench_key(bench_id, "scheduler", "lease")
+
+
+def scheduler_occurrence(bench_id: str, site: str, occurrence_id: str) -> str:
+    """Claim key of one occurrence (event + due time) of ``site``; set once, with a TTL."""
+    return site_key(bench_id, site, "occurrence", occurrence_id)
+
+
+def scheduler_last_run(bench_id: str, site: str) -> str:
+    """Hash: event id -> epoch seconds of the occurrence last enqueued for it."""
+    return site_key(bench_id, site, "scheduler", "last_run")
+
+
+def scheduler_last_job(bench_id: str, site: str) -> str:
+    """Hash: event id -> RQ job id of its last enqueued run (for overlap checks)."""
+    return site_key(bench_id, site, "scheduler", "last_job")

@@ -1,7 +1,130 @@
-"""Scheduler commands (owned by the scheduler daemon work)."""
+"""Scheduler commands: schedule, scheduler enable|disable|pause|resume|status|events,
+set-maintenance-mode, trigger-scheduler-event."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from bgcore.cli import CliState, pass_state
+from bgcore.cli.output import FORMAT_OPTION, emit
+from bgcore.scheduler.daemon import run_scheduler
+from bgcore.scheduler.status import event_status, site_status, sites_of, trigger_event
+from bgcore.scheduler.switches import Switch, set_switch
+
+SITE_OPTION = click.option("--site", required=True, help="A site name, or 'all' for every site of the bench.")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@click.command("schedule")
+@pass_state
+def schedule_cmd(state: CliState) -> None:
+    """Run the scheduler daemon for every site of the bench (one leads; others stand by)."""
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    run_scheduler(state.bench, stop)
+
+
+@click.group("scheduler")
+def scheduler() -> None:
+    """Per-site scheduler switches and what the scheduler does."""
+
+
+def _switch(state: CliState, site: str, switch: Switch, on: bool, verb: str) -> None:
+    for name in sites_of(state.bench, site):
+        set_switch(state.bench, name, switch, on)
+        click.echo(f"scheduler {verb} for site {name}")
+
+
+@scheduler.command("enable")
+@SITE_OPTION
+@pass_state
+def enable(state: CliState, site: str) -> None:
+    """Let the scheduler run SITE's events (clears scheduler_disabled)."""
+    _switch(state, site, Switch.DISABLED, False, "enabled")
+
+
+@scheduler.command("disable")
+@SITE_OPTION
+@pass_state
+def disable(state: CliState, site: str) -> None:
+    """Stop the scheduler for SITE (sets scheduler_disabled)."""
+    _switch(state, site, Switch.DISABLED, True, "disabled")
+
+
+@scheduler.command("pause")
+@SITE_OPTION
+@pass_state
+def pause(state: CliState, site: str) -> None:
+    """Hold SITE's events for now (sets pause_scheduler)."""
+    _switch(state, site, Switch.PAUSED, True, "paused")
+
+
+@scheduler.command("resume")
+@SITE_OPTION
+@pass_state
+def resume(state: CliState, site: str) -> None:
+    """Release a pause of SITE (clears pause_scheduler)."""
+    _switch(state, site, Switch.PAUSED, False, "resumed")
+
+
+@scheduler.command("status")
+@SITE_OPTION
+@FORMAT_OPTION
+@pass_state
+def status(state: CliState, site: str, fmt: str) -> None:
+    """Whether the scheduler runs SITE's events, which switch stops it, and who leads."""
+    found = site_status(state.bench, sites_of(state.bench, site))
+    columns = ["site", "scheduler", "stopped_by", "daemon", "leader"]
+    rows = [(s.site, "active" if s.active else "stopped", s.stopped_by or "",
+             "running" if s.daemon_running else "not running", s.leader or "") for s in found]
+    emit(fmt, "Scheduler status", columns, rows, data=[s.__dict__ for s in found])
+
+
+@scheduler.command("events")
+@click.option("--site", required=True, help="The site whose scheduled events are listed.")
+@FORMAT_OPTION
+@pass_state
+def events(state: CliState, site: str, fmt: str) -> None:
+    """List SITE's scheduled events with their last run, next run and last status."""
+    found = event_status(state.bench, site, _now())
+    columns = ["method", "frequency", "cron", "queue", "last_run", "next_run", "last_status", "event_id"]
+    rows = [[getattr(e, c) for c in columns] for e in found]
+    emit(fmt, f"Scheduled events of {site} ({len(rows)})", columns, rows,
+         data=[dict(e.__dict__) for e in found])
+
+
+@click.command("set-maintenance-mode")
+@click.argument("mode", type=click.Choice(["on", "off"]))
+@SITE_OPTION
+@pass_state
+def set_maintenance_mode(state: CliState, mode: str, site: str) -> None:
+    """Turn maintenance mode on or off for SITE (it stops the scheduler first of all switches)."""
+    for name in sites_of(state.bench, site):
+        set_switch(state.bench, name, Switch.MAINTENANCE, mode == "on")
+        click.echo(f"maintenance mode {mode} for site {name}")
+
+
+@click.command("trigger-scheduler-event")
+@click.argument("method")
+@click.option("--site", required=True, help="The site to run the event in.")
+@pass_state
+def trigger_scheduler_event(state: CliState, method: str, site: str) -> None:
+    """Enqueue one run of the scheduled event METHOD of SITE now (logged like a scheduled run)."""
+    job = trigger_event(state.bench, site, method, _now())
+    click.echo(f"enqueued {job.id} for site {site}")
+
+
+COMMANDS: list[click.Command] = [schedule_cmd, scheduler, set_maintenance_mode, trigger_scheduler_event]

@@ -1,0 +1,245 @@
+"""``bgcore schedule``: one scheduler daemon for every site of a bench.
+
+The daemon keeps a :class:`~bgcore.scheduler.timetable.Timetable` of every
+active site, loaded once per site and reloaded only when the site changes
+(its ``site_config.json``, the bench config, or the registry version that
+``bgcore migrate`` bumps), found by a periodic rescan of ``sites/``. The
+``schedule`` package drives three kinds of jobs: one tick per distinct
+``scheduler_tick_interval``, the lease renewal, and the rescan.
+
+Only the lease holder ticks (see :mod:`bgcore.scheduler.lease`); a standby
+keeps its timetable warm and takes over when the lease lapses. A tick pops
+the due occurrences, drops those of sites a switch stops, holds back events
+whose last run is still queued or running, and claims and enqueues the rest
+atomically (:mod:`bgcore.scheduler.occurrence`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import redis
+import schedule
+
+from bgcore import keys
+from bgcore.bench import Bench
+from bgcore.errors import BgcoreError
+from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
+from bgcore.scheduler.loader import LoadResult, last_runs, load_site, site_stamp
+from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
+from bgcore.scheduler.overlap import blocked_events
+from bgcore.scheduler.switches import blocking_switch
+from bgcore.scheduler.timetable import Timetable
+from bgcore.scheduler.watch import HooksWatcher, current_fingerprints, find_stale
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RESCAN_SECONDS = 10.0
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The daemon's one clock seam: aware UTC now."""
+    return datetime.now(timezone.utc)
+
+
+def _positive(bench: Bench, key: str, default: float) -> float:
+    value = bench.common_config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        logger.error("common_site_config.json: %s must be a positive number, found %r; using %s", key, value, default)
+        return default
+    return float(value)
+
+
+class SchedulerDaemon:
+    """The scheduler of one bench in this process (leader or standby)."""
+
+    def __init__(self, bench: Bench, *, clock: Clock = utcnow) -> None:
+        self.bench = bench
+        self.clock = clock
+        self.redis = bench.redis()
+        self.lease = Lease(self.redis, bench.bench_id, new_holder(), lease_seconds(bench.common_config))
+        self.rescan_seconds = _positive(bench, "scheduler_rescan_seconds", DEFAULT_RESCAN_SECONDS)
+        self.timetable = Timetable()
+        self.stamps: dict[str, tuple[object, ...]] = {}
+        self.leading = False
+        self.scheduler = schedule.Scheduler()
+        self.watcher = HooksWatcher()
+        self._tick_jobs: dict[float, schedule.Job] = {}
+        self._hooks_paths: dict[str, Path] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    # -- sites ------------------------------------------------------------------
+    def rescan(self) -> None:
+        """Pick up new, changed and deleted sites (one ``stat`` per site, one MGET of versions)."""
+        names = self.bench.site_names()
+        for gone in set(self.stamps) - set(names):
+            self.timetable.drop_site(gone)
+            del self.stamps[gone]
+            logger.info("site removed from the scheduler site=%s", gone)
+        versions = self.redis.mget([keys.registry_version(self.bench.bench_id, n) for n in names]) if names else []
+        for name, version in zip(names, versions):
+            if site_stamp(self.bench, name, version) != self.stamps.get(name):
+                self._apply(load_site(self.bench, name, version))
+        self._sync_tick_jobs()
+        self._check_hooks(set(self._hooks_paths.values()))
+
+    def reload(self, name: str) -> None:
+        """Load site ``name`` again now (after a switch changed)."""
+        version = self.redis.get(keys.registry_version(self.bench.bench_id, name))
+        self._apply(load_site(self.bench, name, version))
+
+    def _apply(self, result: LoadResult) -> None:
+        previous = self.stamps.get(result.name)
+        self.stamps[result.name] = result.stamp
+        if result.state is None:
+            self.timetable.drop_site(result.name)
+            if result.switch is not None:
+                logger.info("site=%s scheduler stopped by %s", result.name, result.switch.value)
+            else:
+                logger.warning("site=%s not scheduled: %s", result.name, result.error)
+            return
+        self.timetable.put_site(result.state)
+        logger.info("site=%s %s: %d event(s), tick every %ss", result.name,
+                    "reloaded" if previous else "loaded", len(result.state.events), result.state.interval)
+        new_apps = [a for a in result.state.apps if a not in self._hooks_paths]
+        if new_apps:
+            paths, _ = current_fingerprints(new_apps)
+            self._hooks_paths.update(paths)
+            try:
+                self.watcher.watch(paths.values())
+            except OSError as exc:
+                logger.warning("cannot watch hooks files (%s); stale hooks are found on rescans only", exc)
+
+    def _sync_tick_jobs(self) -> None:
+        wanted = self.timetable.intervals()
+        for interval in set(self._tick_jobs) - wanted:
+            self.scheduler.cancel_job(self._tick_jobs.pop(interval))
+        for interval in wanted - set(self._tick_jobs):
+            self._tick_jobs[interval] = self.scheduler.every(interval).seconds.do(self._guard, self.tick, interval)
+
+    # -- stale hooks ------------------------------------------------------------
+    def _check_hooks(self, paths: set[Path]) -> None:
+        apps = [app for app, path in self._hooks_paths.items() if path in paths]
+        if not apps:
+            return
+        found_paths, prints = current_fingerprints(apps)
+        stored = {s.name: s.fingerprints for s in self.timetable.sites.values()}
+        installed = {s.name: s.apps for s in self.timetable.sites.values()}
+        for stale in find_stale(found_paths, prints, stored, installed):
+            mark = (stale.app, prints[stale.app] or "")
+            if mark not in self._warned:
+                self._warned.add(mark)
+                logger.warning("stale hooks app=%s file=%s: %s", stale.app, stale.path, stale.message())
+
+    # -- leadership -------------------------------------------------------------
+    def lease_step(self) -> None:
+        """Renew the lease (leader) or try to take it (standby)."""
+        held = self.lease.renew() if self.leading else self.lease.try_acquire()
+        if held and not self.leading:
+            self.leading = True
+            logger.warning("scheduler leading bench=%s holder=%s", self.bench.bench_id, self.lease.holder)
+            self._refresh_last_runs()
+            for interval in list(self._tick_jobs):
+                self._guard(self.tick, interval)
+        elif not held and self.leading:
+            self.leading = False
+            logger.warning("scheduler lost the lease bench=%s; standing by", self.bench.bench_id)
+
+    def _refresh_last_runs(self) -> None:
+        """Take over the last runs another leader recorded while this daemon stood by."""
+        sites = list(self.timetable.sites)
+        for name, stored in last_runs(self.bench, sites).items():
+            state = self.timetable.sites[name]
+            changed = any(stored.get(e, 0.0) > state.last.get(e, 0.0) for e in state.events)
+            if changed:
+                state.last.update({e: ts for e, ts in stored.items() if e in state.events})
+                self.timetable.put_site(state)
+
+    # -- ticks ------------------------------------------------------------------
+    def tick(self, interval: float, now: datetime | None = None) -> list[Occurrence]:
+        """Enqueue what is due among sites ticking every ``interval`` s; return what was enqueued."""
+        if not self.lease.valid():
+            return []
+        now = now or self.clock()
+        self._check_hooks(self.watcher.changed())
+        due = self.timetable.due(interval, now)
+        if not due:
+            return []
+        return self.fire(due, now, interval)
+
+    def fire(self, due: list[Occurrence], now: datetime, interval: float) -> list[Occurrence]:
+        """Switch check, overlap check, then claim-and-enqueue for ``due``."""
+        by_site: dict[str, list[Occurrence]] = defaultdict(list)
+        for occ in due:
+            by_site[occ.site].append(occ)
+        runnable: dict[str, list[Occurrence]] = {}
+        for site, items in by_site.items():
+            try:
+                switch = blocking_switch(self.bench.site_config(site))
+            except BgcoreError as exc:
+                logger.error("site=%s skipped this tick: %s", site, exc)
+                continue
+            if switch is not None:
+                logger.info("site=%s stopped by %s; %d due event(s) not queued", site, switch.value, len(items))
+                self.reload(site)
+                continue
+            runnable[site] = items
+        blocked = blocked_events(self.bench, {s: [o.event_id for o in items] for s, items in runnable.items()})
+        go = [o for items in runnable.values() for o in items if (o.site, o.event_id) not in blocked]
+        wait = [o for items in runnable.values() for o in items if (o.site, o.event_id) in blocked]
+        for occ in wait:
+            logger.info("site=%s event=%s method=%s: last run still queued or running; not queued again",
+                        occ.site, occ.event_id, occ.method)
+        self.timetable.retry(wait, now + timedelta(seconds=interval))
+        report = enqueue_occurrences(self.bench, go)
+        self.timetable.record(report.enqueued + report.already_claimed + [o for o, _ in report.failed])
+        for occ in report.enqueued:
+            logger.info("enqueued site=%s job=%s event=%s method=%s", occ.site, occ.rq_job_id, occ.event_id,
+                        occ.method)
+        return report.enqueued
+
+    # -- loop -------------------------------------------------------------------
+    def _guard(self, step: Callable[..., Any], *args: Any) -> None:
+        """Run one scheduled step; Redis or site trouble is logged, never fatal to the loop."""
+        try:
+            step(*args)
+        except (redis.RedisError, BgcoreError) as exc:
+            logger.error("scheduler step %s failed: %s", getattr(step, "__name__", step), exc)
+        except Exception:
+            logger.exception("scheduler step %s failed", getattr(step, "__name__", step))
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve the bench until ``stop`` is set; releases the lease on the way out."""
+        logger.info("scheduler starting bench=%s holder=%s lease=%ss", self.bench.bench_id, self.lease.holder,
+                    self.lease.seconds)
+        self._guard(self.rescan)
+        self._guard(self.lease_step)
+        self.scheduler.every(self.lease.renew_every).seconds.do(self._guard, self.lease_step)
+        self.scheduler.every(self.rescan_seconds).seconds.do(self._guard, self.rescan)
+        try:
+            while not stop.is_set():
+                self.scheduler.run_pending()
+                changed = self.watcher.changed()
+                if changed:
+                    self._guard(self._check_hooks, changed)
+                idle = self.scheduler.idle_seconds
+                stop.wait(0.2 if idle is None else min(max(idle, 0.0), 0.2))
+        finally:
+            self.watcher.stop()
+            try:
+                self.lease.release()
+            except redis.RedisError:
+                pass
+            logger.info("scheduler stopped bench=%s", self.bench.bench_id)
+
+
+def run_scheduler(bench: Bench, stop: threading.Event | None = None) -> None:
+    """Run the bench's scheduler daemon until ``stop`` is set (forever without one)."""
+    SchedulerDaemon(bench).run(stop or threading.Event())

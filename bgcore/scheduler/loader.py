@@ -1,0 +1,122 @@
+"""Loading one site into the daemon's timetable: registry from the database, last runs from Redis.
+
+This is the only place the daemon opens a site database, and only when the
+site is new or changed (config file, bench config or registry version), never
+per tick. Last runs live in Redis (``keys.scheduler_last_run``); an event
+without one is seeded there from the registry's last execution, else its
+registration time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from bgcore import keys
+from bgcore.bench import Bench, SiteConfig
+from bgcore.config import COMMON_CONFIG, SITE_CONFIG
+from bgcore.errors import BgcoreError, ConfigError
+from bgcore.scheduler.switches import Switch, blocking_switch
+from bgcore.scheduler.timetable import SiteState, TimedEvent
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TICK_INTERVAL = 60.0
+DEFAULT_TIME_ZONE = "UTC"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """A loaded site: its state when active, else the switch that stops it (or the error)."""
+
+    name: str
+    stamp: tuple[object, ...]
+    state: SiteState | None = None
+    switch: Switch | None = None
+    error: str | None = None
+
+
+def _mtime(path: Any) -> int:
+    try:
+        return int(path.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return -1
+
+
+def site_stamp(bench: Bench, name: str, version: Any) -> tuple[object, ...]:
+    """What a site looks like now: bench config mtime, site config mtime, registry version."""
+    return (_mtime(bench.sites_path / COMMON_CONFIG), _mtime(bench.sites_path / name / SITE_CONFIG), version)
+
+
+def tick_interval(config: SiteConfig) -> float:
+    """``scheduler_tick_interval`` of the site (site value over bench value; default 60 s)."""
+    value = config.get("scheduler_tick_interval", DEFAULT_TICK_INTERVAL)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(
+            f"site {config.name!r}: scheduler_tick_interval must be a positive number of seconds, found {value!r}"
+        )
+    return float(value)
+
+
+def read_registry(bench: Bench, config: SiteConfig) -> tuple[list[Any], dict[str, str]]:
+    """The site's registered events and stored hooks fingerprints (one short DB connection)."""
+    from bgcore.db.engines import database_for
+    from bgcore.scheduler.registry import load_registry, stored_fingerprints
+
+    database = database_for(bench, config)
+    try:
+        with database.connect() as connection:
+            return load_registry(connection), stored_fingerprints(connection)
+    except SQLAlchemyError as exc:
+        raise database.unavailable(exc) from exc
+
+
+def load_site(bench: Bench, name: str, version: Any) -> LoadResult:
+    """Load site ``name`` for the timetable; never raises for a broken site (``error`` says why)."""
+    stamp = site_stamp(bench, name, version)
+    try:
+        config = bench.site_config(name)
+        switch = blocking_switch(config)
+        if switch is not None:
+            return LoadResult(name, stamp, switch=switch)
+        interval = tick_interval(config)
+        tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
+        events, fingerprints = read_registry(bench, config)
+        apps = config.installed_apps
+    except BgcoreError as exc:
+        return LoadResult(name, stamp, error=str(exc))
+    timed = {
+        e.event_id: TimedEvent(event_id=e.event_id, method=e.method, queue=e.queue, cron=e.cron,
+                               timeout=e.timeout, app=e.app, frequency=e.frequency)
+        for e in events if not e.stopped
+    }
+    seeds = {e.event_id: e.last_run_or_registration.timestamp() for e in events if not e.stopped}
+    last = _last_runs(bench, name, seeds)
+    state = SiteState(name=name, tz=tz, interval=interval, events=timed, last=last, stamp=stamp,
+                      fingerprints=fingerprints, apps=apps)
+    return LoadResult(name, stamp, state=state)
+
+
+def _last_runs(bench: Bench, site: str, seeds: dict[str, float]) -> dict[str, float]:
+    """Last runs from Redis; events missing there are seeded (HSETNX) from the registry."""
+    key = keys.scheduler_last_run(bench.bench_id, site)
+    stored = {k.decode(): float(v) for k, v in bench.redis().hgetall(key).items()}
+    missing = {event_id: ts for event_id, ts in seeds.items() if event_id not in stored}
+    if missing:
+        with bench.redis().pipeline(transaction=False) as pipe:
+            for event_id, ts in missing.items():
+                pipe.hsetnx(key, event_id, repr(ts))
+            pipe.execute()
+    return {event_id: stored.get(event_id, seeds[event_id]) for event_id in seeds}
+
+
+def last_runs(bench: Bench, sites: list[str]) -> dict[str, dict[str, float]]:
+    """Every given site's last runs from Redis, in one pipelined round trip."""
+    with bench.redis().pipeline(transaction=False) as pipe:
+        for site in sites:
+            pipe.hgetall(keys.scheduler_last_run(bench.bench_id, site))
+        answers = pipe.execute()
+    return {site: {k.decode(): float(v) for k, v in answer.items()} for site, answer in zip(sites, answers)}

@@ -1,0 +1,83 @@
+"""Per-site scheduler switches, kept in the site's ``site_config.json``.
+
+Three keys, strongest first: ``maintenance_mode`` (the whole site is down for
+work), ``pause_scheduler`` (a temporary hold) and ``scheduler_disabled`` (the
+scheduler is off for the site). The first one that is on names why a site's
+events do not run. They live in the config file because the daemon already
+reads it through :meth:`Bench.site_config` (mtime-cached): checking a switch
+costs one ``stat``. A switch set in ``common_site_config.json`` applies to
+every site that does not override it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+
+from bgcore.bench import Bench, SiteConfig
+from bgcore.config import SITE_CONFIG, read_json_config
+
+
+class Switch(StrEnum):
+    """A site switch that stops its scheduled events, by its config key."""
+
+    MAINTENANCE = "maintenance_mode"
+    PAUSED = "pause_scheduler"
+    DISABLED = "scheduler_disabled"
+
+
+# Strongest first: the first switch that is on is the one ``status`` names.
+SWITCH_ORDER: tuple[Switch, ...] = (Switch.MAINTENANCE, Switch.PAUSED, Switch.DISABLED)
+
+
+def _on(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
+
+
+def blocking_switch(config: SiteConfig) -> Switch | None:
+    """The strongest switch that stops ``config``'s site, or None when its events may run."""
+    for switch in SWITCH_ORDER:
+        if _on(config.get(switch.value)):
+            return switch
+    return None
+
+
+def set_switch(bench: Bench, site: str, switch: Switch, on: bool) -> Path:
+    """Turn ``switch`` on or off in ``site``'s own ``site_config.json``; return the file.
+
+    Turning a switch off removes the key, or writes ``false`` when the bench
+    config turns it on for every site (so it is off for this one). The file is replaced atomically (write to a temporary file
+    in the same directory, then ``os.replace``), so a reader never sees half a
+    file; other keys are kept as they were.
+    """
+    bench.site_config(site)  # SiteNotFound / InvalidSiteName / ConfigError, with their messages
+    path = bench.site_path(site) / SITE_CONFIG
+    data = read_json_config(path, required=True)
+    if on:
+        data[switch.value] = True
+    elif _on(bench.common_config.get(switch.value)):
+        data[switch.value] = False
+    else:
+        data.pop(switch.value, None)
+    write_json_atomic(path, data)
+    return path
+
+
+def write_json_atomic(path: Path, data: dict[str, object]) -> None:
+    """Replace ``path`` by ``data`` as indented JSON in one atomic rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
