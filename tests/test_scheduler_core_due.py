@@ -18,11 +18,11 @@ UTC = timezone.utc
 
 
 def U(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[arg-type,misc]
 
 
 def L(tz: str, *args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(tz), fold=fold)  # type: ignore[misc]
+    return datetime(*args, tzinfo=ZoneInfo(tz), fold=fold)  # type: ignore[arg-type,misc]
 
 
 # -- normalize_cron ------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_normalize_cron_refuses_bad_expressions_naming_them(expr: str, fragment:
 
 def test_normalize_cron_refuses_non_strings() -> None:
     with pytest.raises(InvalidCron, match="not a string"):
-        normalize_cron(5)  # type: ignore[arg-type]
+        normalize_cron(5)  # type: ignore[arg-type,misc]
 
 
 # -- next_run: every key, zones, month ends ------------------------------------

@@ -246,7 +246,7 @@ def test_record_run_and_aware_times_round_trip(bench_dir: BenchDir, apps: Apps, 
                           next_at=datetime(2024, 5, 1, 12, 10, tzinfo=UTC))
         assert not record_run(connection, "nosuchevent", "finished", at)
     stored = next(e for e in rows(engine) if e.event_id == event.event_id)
-    assert stored.last_execution == at and stored.last_execution.utcoffset() == timedelta(0)  # type: ignore[union-attr]
+    assert stored.last_execution == at and stored.last_execution.utcoffset() == timedelta(0)
     assert (stored.last_status, stored.last_error) == ("failed", "RuntimeError: boom")
     assert stored.next_run == datetime(2024, 5, 1, 12, 10, tzinfo=UTC)
     assert stored.spec == event.spec and stored.last_run_or_registration == at

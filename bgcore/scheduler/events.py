@@ -174,23 +174,24 @@ def parse_scheduler_events(
             problem(key, value, f"the bench has no queue {queue!r}; add it under 'workers' in common_site_config.json")
             continue
         if key in CRON_KEYS:
-            for cron, methods in _cron_entries(key, value, problem):
-                _add_methods(app, key, cron, queue, methods, specs, problem, f"{key}[{cron!r}]")
+            for expr, cron, methods in _cron_entries(key, value, problem):
+                _add_methods(app, key, cron, queue, methods, specs, problem, f"{key}[{expr!r}]")
         else:
-            cron = FREQUENCY_CRON.get(key.removesuffix(LONG_SUFFIX))
-            _add_methods(app, key, cron, queue, value, specs, problem, key)
+            fixed = FREQUENCY_CRON.get(key.removesuffix(LONG_SUFFIX))
+            _add_methods(app, key, fixed, queue, value, specs, problem, key)
     if problems:
         raise HooksError(problems)
     return list(specs.values())
 
 
-def _cron_entries(key: str, value: Any, problem: Problem) -> Iterable[tuple[str, Any]]:
+def _cron_entries(key: str, value: Any, problem: Problem) -> Iterable[tuple[str, str, Any]]:
+    """``(expression as written, normalized expression, methods)`` of a ``cron`` dict."""
     if not isinstance(value, Mapping):
         problem(key, value, "must be a dict of cron expression -> list of methods, like {'*/5 * * * *': ['app.tasks.f']}")
         return
     for expr, methods in value.items():
         try:
-            yield normalize_cron(expr), methods
+            yield expr, normalize_cron(expr), methods
         except InvalidCron as exc:
             problem(f"{key}[{expr!r}]", methods, str(exc))
 
