@@ -41,6 +41,7 @@ its registration) is at or before now. Missed slots after downtime coalesce:
 
 from __future__ import annotations
 
+import copy
 import logging
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
@@ -121,6 +122,19 @@ def _normalize(expr: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
+def _prototype(expr: str) -> croniter:
+    """A parsed croniter for ``expr`` (parsing is most of the cost; this is a pure memo)."""
+    return croniter(expr, _REFERENCE)
+
+
+def _iterator(cron: str, start: datetime) -> croniter:
+    """A private croniter over ``cron`` positioned at ``start`` (a copy: safe across threads)."""
+    it = copy.copy(_prototype(normalize_cron(cron)))
+    it.set_current(start, force=True)
+    return it
+
+
 @lru_cache(maxsize=512)
 def zone(tz: str) -> tzinfo:
     """The :class:`~zoneinfo.ZoneInfo` named ``tz``, or :class:`InvalidArgument`."""
@@ -186,7 +200,7 @@ def next_run(cron: str, after: datetime, tz: str) -> datetime:
     """
     _require_aware("after", after)
     local_tz = zone(tz)
-    it = croniter(normalize_cron(cron), _wall(after, local_tz))
+    it = _iterator(cron, _wall(after, local_tz))
     for _ in range(_MAX_STEPS):
         instant = slot_instant(it.get_next(datetime), local_tz)
         if instant > after:
@@ -214,7 +228,7 @@ def due_time(cron: str, last: datetime, now: datetime, tz: str) -> datetime | No
         # already past, so start the backward walk at the end of the repeat.
         first = local_now.replace(fold=0)
         start += (first.utcoffset() or timedelta(0)) - (local_now.utcoffset() or timedelta(0))
-    it = croniter(normalize_cron(cron), start + _ONE_US)
+    it = _iterator(cron, start + _ONE_US)
     for _ in range(_MAX_STEPS):
         instant = slot_instant(it.get_prev(datetime), local_tz)
         if instant <= now:
