@@ -293,3 +293,24 @@ def test_tables_use_portable_types() -> None:
 
         ddl = str(CreateTable(scheduled_event).compile(dialect=dialects.load(dialect)()))
         assert "VARCHAR(64)" in ddl
+
+
+def test_bgcore_migrate_prints_each_sites_sync_report(bench_dir: BenchDir, apps: Apps,
+                                                      redis_client: redis.Redis) -> None:
+    # Given a bench whose site a.test runs a scheduled app and b.test has a broken one
+    pytest.importorskip("bgcore.migrate")
+    good = apps.make(HOOKS)
+    bad = apps.make('scheduler_events = {"dialy": ["APP.tasks.alpha"]}')
+    install(bench_dir, "a.test", good)
+    install(bench_dir, "b.test", bad)
+    # When `bgcore migrate` runs twice through the real console script
+    first = bench_dir.cli("migrate")
+    second = bench_dir.cli("migrate")
+    # Then a.test reports its added events, then no change; b.test fails naming the key, alone
+    assert "a.test" in first.stdout and "registry: added 4, updated 0, removed 0" in first.stdout
+    assert "registry: added 0, updated 0, removed 0" in second.stdout
+    assert first.returncode == 1
+    assert "did you mean 'daily'" in first.stdout + first.stderr
+    bench = bench_dir.bench()
+    assert redis_client.get(keys.registry_version(bench.bench_id, "a.test")) == b"1"
+    assert redis_client.get(keys.registry_version(bench.bench_id, "b.test")) is None
