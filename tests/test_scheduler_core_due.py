@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bgcore.errors import InvalidArgument, InvalidCron
-from bgcore.scheduler.due import FREQUENCY_CRON, due_time, next_run, normalize_cron
+from bgcore.scheduler.due import FREQUENCY_CRON, due_time, next_run, normalize_cron, slot_instant
 
 UTC = timezone.utc
 
@@ -68,7 +68,7 @@ def test_normalize_cron_refuses_bad_expressions_naming_them(expr: str, fragment:
 
 def test_normalize_cron_refuses_non_strings() -> None:
     with pytest.raises(InvalidCron, match="not a string"):
-        normalize_cron(5)  # type: ignore[arg-type,misc]
+        normalize_cron(5)  # type: ignore[arg-type]
 
 
 # -- next_run: every key, zones, month ends ------------------------------------
@@ -156,6 +156,25 @@ BERLIN, NEW_YORK = "Europe/Berlin", "America/New_York"
 )
 def test_spring_forward_gap_fires_once_at_the_gap_end(cron: str, tz: str, after: datetime, expected: datetime) -> None:
     assert next_run(cron, after, tz) == expected
+
+
+@pytest.mark.parametrize(
+    ("tz", "wall", "expected"),
+    [
+        ("Europe/Berlin", datetime(2024, 3, 31, 2, 30), U(2024, 3, 31, 1, 0)),      # gap -> 03:00 CEST
+        ("Europe/Berlin", datetime(2024, 3, 31, 3, 0), U(2024, 3, 31, 1, 0)),       # the gap's end itself
+        ("Europe/Berlin", datetime(2024, 10, 27, 2, 30), U(2024, 10, 27, 0, 30)),   # repeat -> first (CEST)
+        ("America/New_York", datetime(2024, 3, 10, 2, 59), U(2024, 3, 10, 7, 0)),
+        ("America/New_York", datetime(2024, 11, 3, 1, 0), U(2024, 11, 3, 5, 0)),
+        ("Australia/Lord_Howe", datetime(2024, 10, 6, 2, 15), U(2024, 10, 5, 15, 30)),  # 30-minute gap
+        ("Australia/Lord_Howe", datetime(2024, 4, 7, 1, 45), U(2024, 4, 6, 14, 45)),    # 30-minute repeat
+        ("Pacific/Apia", datetime(2011, 12, 30, 9, 0), U(2011, 12, 30, 10, 0)),     # a skipped day
+        ("Asia/Kolkata", datetime(2024, 3, 31, 2, 30), U(2024, 3, 30, 21, 0)),      # no DST at all
+    ],
+)
+def test_slot_instant_states_the_dst_rule(tz: str, wall: datetime, expected: datetime) -> None:
+    # Given a wall-clock slot / When turned into an instant / Then the DST rule's instant
+    assert slot_instant(wall, ZoneInfo(tz)) == expected
 
 
 # -- DST: fall back ----------------------------------------------------------------
