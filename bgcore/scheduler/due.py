@@ -28,9 +28,12 @@ once, at one instant:
   first occurrence (02:30 CEST); the repeat is skipped.
 
 Consequences: a daily job fires exactly once on every local date, also on
-both DST nights; an hourly job fires 23 times on the spring-forward day
+both DST nights (a date a zone skips entirely has no run of its own); an hourly job fires 23 times on the spring-forward day
 (02:00 and 03:00 coincide) and 24 times on the 25-hour fall-back day (the
 repeated hour is skipped); a ``*/5`` job pauses during the repeated hour.
+
+Expressions have 5 fields (minute hour day-of-month month day-of-week, as
+croniter reads them: when both day fields are restricted, either matches).
 
 Due rule
 --------
