@@ -83,9 +83,11 @@ def hooks_fingerprint(path: Path) -> str:
 
 def hooks_path(app: str) -> Path:
     """The ``hooks.py`` of package ``app``, or :class:`HooksError` saying why there is none."""
-    importlib.invalidate_caches()
     try:
         spec = importlib.util.find_spec(app)
+        if spec is None:  # maybe created after the import system cached the directory listing
+            importlib.invalidate_caches()
+            spec = importlib.util.find_spec(app)
     except (ImportError, ValueError) as exc:
         raise HooksError(f"app {app!r}: cannot be imported ({exc}); check installed_apps and apps_path") from None
     if spec is None or not spec.submodule_search_locations:
@@ -154,6 +156,7 @@ def parse_scheduler_events(
     wrong type, a queue the bench lacks), each naming app, file, key and value.
     A method listed twice under one key yields one event.
     """
+    importlib.invalidate_caches()  # app modules may be newer than the import system's directory cache
     problems: list[str] = []
     specs: dict[str, EventSpec] = {}
 
