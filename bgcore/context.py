@@ -45,7 +45,7 @@ class SiteContext:
 
             session = self.state["db"] = SiteSession(self)
             self.state.setdefault("on_exit", []).append(session.close)
-        return session  # type: ignore[no-any-return]
+        return session
 
 
 def current() -> SiteContext:

@@ -127,7 +127,9 @@ def _sqlite_engine(config: SiteConfig, url: URL, *, create: bool) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA schema_version")  # reads the header: a corrupt file fails here
+            # Reads the header (a corrupt file fails here) and lets readers and the
+            # one writer of a site (several workers, the scheduler) proceed together.
+            cursor.execute("PRAGMA journal_mode=WAL")
         finally:
             cursor.close()
 

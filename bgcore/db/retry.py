@@ -46,7 +46,7 @@ def is_transient(exc: BaseException) -> bool:
 def _is_transient_one(error: BaseException) -> bool:
     if getattr(error, "pgcode", None) in _PG_CODES:
         return True
-    args = getattr(error, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(error, "args", ()))
     module = type(error).__module__
     if module.startswith("pymysql") or module.startswith("MySQLdb"):
         return bool(args) and args[0] in _MYSQL_CODES
