@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 import bgcore
 from bgcore.db import engines
-from bgcore.db.retry import is_transient
+from bgcore.db.retry import is_transient, run_in_transaction
 from bgcore.errors import (
     DatabaseConfigError,
     DatabaseUnavailable,
@@ -270,3 +270,53 @@ def test_transient_errors_are_recognised(error, transient):
     assert is_transient(error) is transient
     wrapped = sa.exc.OperationalError("UPDATE ...", {}, error)
     assert is_transient(wrapped) is transient
+
+
+def _locked() -> sa.exc.OperationalError:
+    return sa.exc.OperationalError("UPDATE document ...", {}, sqlite3.OperationalError("database is locked"))
+
+
+def test_transient_errors_are_retried_with_the_same_user_and_fresh_kwargs(bench_dir, caplog):
+    # Given a method that mutates its kwargs and hits a transient error twice
+    seen = []
+
+    def flaky(items: list[int]) -> str:
+        seen.append((bgcore.local.site, bgcore.current().user, list(items)))
+        items.append(99)
+        if len(seen) < 3:
+            raise _locked()
+        return "done"
+
+    delays: list[float] = []
+    with bgcore.connect("a.test", bench_dir.bench(), user="alice") as ctx:
+        # When it runs in the site's transaction
+        result = run_in_transaction(ctx, flaky, {"items": [1]}, sleep=delays.append)
+    # Then it was retried twice, each time as the same user with the original kwargs, with backoff
+    assert result == "done"
+    assert seen == [("a.test", "alice", [1])] * 3
+    assert len(delays) == 2 and delays[1] > delays[0] > 0
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 2 and "site=a.test" in retries[0] and "attempt=1/3" in retries[0]
+    # And a method that never touched the database opened no connection
+    assert "db" not in ctx.state
+
+
+def test_retries_are_bounded_and_other_errors_are_not_retried(bench_dir):
+    calls = []
+
+    def always_locked() -> None:
+        calls.append(1)
+        raise _locked()
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("not transient")
+
+    with bgcore.connect("a.test", bench_dir.bench()) as ctx:
+        with pytest.raises(sa.exc.OperationalError):
+            run_in_transaction(ctx, always_locked, {}, max_retries=3, sleep=lambda _: None)
+        assert len(calls) == 4
+        calls.clear()
+        with pytest.raises(ValueError):
+            run_in_transaction(ctx, broken, {}, sleep=lambda _: None)
+        assert len(calls) == 1
