@@ -9,7 +9,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import textwrap
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -41,12 +43,47 @@ TASKS = "def alpha():\n    return 1\n\ndef beta():\n    return 2\n\ndef gamma():
 _counter = itertools.count()
 
 
+SERVER_ENV = {"postgres": "BGCORE_TEST_POSTGRES", "mariadb": "BGCORE_TEST_MARIADB"}
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'site.db'}")
     metadata.create_all(eng)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A site database on SQLite, and on the PostgreSQL / MariaDB servers named by the environment."""
+    kind = request.param
+    if kind == "sqlite":
+        eng = sa.create_engine(f"sqlite:///{tmp_path / 'site.db'}")
+        metadata.create_all(eng)
+        yield eng
+        eng.dispose()
+        return
+    base = os.environ.get(SERVER_ENV[kind])
+    if not base:
+        message = f"{SERVER_ENV[kind]} is not set; set it to run the {kind} variant"
+        if os.environ.get("BGCORE_REQUIRE_DATABASES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"bgcore_sched_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    eng = sa.create_engine(sa.engine.make_url(base).set(database=name), poolclass=sa.pool.NullPool)
+    try:
+        metadata.create_all(eng)
+        yield eng
+    finally:
+        eng.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name}")
+        admin.dispose()
 
 
 class Apps:
@@ -100,18 +137,18 @@ HOOKS = '''
 '''
 
 
-def test_first_sync_registers_every_event(bench_dir: BenchDir, apps: Apps, engine: Engine,
+def test_first_sync_registers_every_event(bench_dir: BenchDir, apps: Apps, any_engine: Engine,
                                           redis_client: redis.Redis) -> None:
     # Given a site with one app declaring four events
     app = apps.make(HOOKS)
     install(bench_dir, "a.test", "testapp", app)
     # When the registry is synced
-    report = sync(bench_dir, engine)
+    report = sync(bench_dir, any_engine)
     # Then all four are added, registered now, with their queues and crons
     assert (len(report.added), report.updated, report.removed) == (4, (), ())
     assert report.apps == ("testapp", app) and report.hooks_changed == ("testapp", app)
     assert str(report).startswith("added 4, updated 0, removed 0")
-    events = {(e.frequency, e.method.rsplit(".", 1)[1]): e for e in rows(engine)}
+    events = {(e.frequency, e.method.rsplit(".", 1)[1]): e for e in rows(any_engine)}
     assert set(events) == {("all", "alpha"), ("hourly", "alpha"), ("daily_long", "beta"), ("cron", "gamma")}
     assert events[("daily_long", "beta")].queue == "long"
     assert events[("cron", "gamma")].cron == "*/5 * * * *"
@@ -127,17 +164,17 @@ def test_first_sync_registers_every_event(bench_dir: BenchDir, apps: Apps, engin
     assert redis_client.get(keys.registry_version(bench.bench_id, "b.test")) is None
 
 
-def test_second_sync_changes_nothing(bench_dir: BenchDir, apps: Apps, engine: Engine,
+def test_second_sync_changes_nothing(bench_dir: BenchDir, apps: Apps, any_engine: Engine,
                                      redis_client: redis.Redis) -> None:
     app = apps.make(HOOKS)
     install(bench_dir, "a.test", app)
-    sync(bench_dir, engine)
-    before = rows(engine)
+    sync(bench_dir, any_engine)
+    before = rows(any_engine)
     # When synced again later with the same hooks
-    report = sync(bench_dir, engine, now=NOW + timedelta(hours=5))
+    report = sync(bench_dir, any_engine, now=NOW + timedelta(hours=5))
     # Then nothing changed: no rows touched, no version bump
     assert not report.changed and str(report) == "added 0, updated 0, removed 0"
-    assert rows(engine) == before
+    assert rows(any_engine) == before
     assert redis_client.get(keys.registry_version(bench_dir.bench().bench_id, "a.test")) == b"1"
 
 
@@ -235,17 +272,17 @@ def test_one_sites_bad_hooks_leave_another_site_unaffected(bench_dir: BenchDir, 
         eng.dispose()
 
 
-def test_record_run_and_aware_times_round_trip(bench_dir: BenchDir, apps: Apps, engine: Engine) -> None:
+def test_record_run_and_aware_times_round_trip(bench_dir: BenchDir, apps: Apps, any_engine: Engine) -> None:
     app = apps.make(HOOKS)
     install(bench_dir, "a.test", app)
-    sync(bench_dir, engine)
-    event = next(e for e in rows(engine) if e.frequency == "cron")
-    at = datetime(2024, 5, 1, 14, 5, tzinfo=timezone(timedelta(hours=2)))  # any aware zone in
-    with engine.begin() as connection:
+    sync(bench_dir, any_engine)
+    event = next(e for e in rows(any_engine) if e.frequency == "cron")
+    at = datetime(2024, 5, 1, 14, 5, 7, 123456, tzinfo=timezone(timedelta(hours=2)))  # any aware zone in
+    with any_engine.begin() as connection:
         assert record_run(connection, event.event_id, "failed", at, "RuntimeError: boom",
                           next_at=datetime(2024, 5, 1, 12, 10, tzinfo=UTC))
         assert not record_run(connection, "nosuchevent", "finished", at)
-    stored = next(e for e in rows(engine) if e.event_id == event.event_id)
+    stored = next(e for e in rows(any_engine) if e.event_id == event.event_id)
     assert stored.last_execution == at and stored.last_execution.utcoffset() == timedelta(0)
     assert (stored.last_status, stored.last_error) == ("failed", "RuntimeError: boom")
     assert stored.next_run == datetime(2024, 5, 1, 12, 10, tzinfo=UTC)
