@@ -62,6 +62,7 @@ class SchedulerDaemon:
 
     def __init__(self, bench: Bench, *, clock: Clock = utcnow) -> None:
         self.bench = bench
+        bench.activate_import_path()
         self.clock = clock
         self.redis = bench.redis()
         self.lease = Lease(self.redis, bench.bench_id, new_holder(), lease_seconds(bench.common_config))
@@ -111,7 +112,7 @@ class SchedulerDaemon:
         new_apps = [a for a in result.state.apps if a not in self._hooks_paths]
         if new_apps:
             paths, _ = current_fingerprints(new_apps)
-            self._hooks_paths.update(paths)
+            self._hooks_paths.update({app: path.resolve() for app, path in paths.items()})
             try:
                 self.watcher.watch(paths.values())
             except OSError as exc:

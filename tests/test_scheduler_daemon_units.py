@@ -1,0 +1,215 @@
+"""Unit tests of the daemon's parts: lease, occurrences, timetable, overlap, stale hooks.
+
+Anything touching Redis uses the session's real redis-server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import redis
+from rq.job import Job
+
+from bgcore import keys
+from bgcore.rqbridge import SERIALIZER
+from bgcore.scheduler.lease import Lease, current_holder, lease_seconds, new_holder
+from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences, occurrence_id
+from bgcore.scheduler.overlap import blocked_events, worker_alive
+from bgcore.scheduler.timetable import SiteState, TimedEvent, Timetable
+from bgcore.scheduler.watch import find_stale
+from bgcore.errors import ConfigError
+from tests.conftest import BenchDir
+
+UTC = timezone.utc
+
+
+# -- lease ---------------------------------------------------------------------
+def test_one_holder_at_a_time_and_only_the_holder_renews_or_releases(redis_client: redis.Redis) -> None:
+    first = Lease(redis_client, "b1", new_holder(), seconds=1.0)
+    second = Lease(redis_client, "b1", new_holder(), seconds=1.0)
+    assert first.try_acquire() and first.valid()
+    assert not second.try_acquire() and not second.valid()
+    assert current_holder(redis_client, "b1") == first.holder
+    assert not second.renew() and not second.release()
+    assert current_holder(redis_client, "b1") == first.holder
+    assert first.renew()
+    assert first.release() and current_holder(redis_client, "b1") is None
+    assert second.try_acquire()
+
+
+def test_a_lapsed_lease_goes_to_the_standby_and_the_old_holder_cannot_renew(redis_client: redis.Redis) -> None:
+    old = Lease(redis_client, "b2", new_holder(), seconds=0.3)
+    standby = Lease(redis_client, "b2", new_holder(), seconds=0.3)
+    assert old.try_acquire()
+    deadline = time.monotonic() + 3
+    while not standby.try_acquire():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not old.renew() and not old.valid()
+    assert current_holder(redis_client, "b2") == standby.holder
+
+
+def test_lease_local_validity_ends_before_the_key_expires() -> None:
+    lease = Lease(None, "b3", "h", seconds=10.0)
+    lease._mark(100.0)
+    assert lease.valid(108.9) and not lease.valid(109.1)
+    assert lease.renew_every == pytest.approx(10 / 3)
+
+
+@pytest.mark.parametrize("value", [0, -1, "15", True])
+def test_bad_lease_length_is_a_config_error(value: object) -> None:
+    with pytest.raises(ConfigError, match="scheduler_lease_seconds"):
+        lease_seconds({"scheduler_lease_seconds": value})
+
+
+# -- occurrences -----------------------------------------------------------------
+def occ(site: str, due: float, method: str = "testapp.tasks.noop", event: str = "ev1") -> Occurrence:
+    return Occurrence(site=site, event_id=event, method=method, queue="default", due=due)
+
+
+def test_occurrence_ids_are_deterministic() -> None:
+    assert occurrence_id("abc", 1700000000.9) == "abc-1700000000"
+    assert occ("a.test", 5.0).rq_job_id == keys.job_id("a.test", "sched-ev1-5")
+
+
+def test_an_occurrence_is_enqueued_once_however_often_it_is_offered(bench_dir: BenchDir,
+                                                                    redis_client: redis.Redis) -> None:
+    bench = bench_dir.bench()
+    batch = [occ("a.test", 60.0), occ("b.test", 60.0)]
+    first = enqueue_occurrences(bench, batch)
+    again = enqueue_occurrences(bench, batch)
+    assert first.enqueued == batch and not first.already_claimed
+    assert again.already_claimed == batch and not again.enqueued
+    job = Job.fetch(batch[0].rq_job_id, connection=redis_client, serializer=SERIALIZER)
+    assert job.kwargs["log"] is True and job.kwargs["event"] == "ev1"
+    assert redis_client.hget(keys.scheduler_last_run(bench.bench_id, "a.test"), "ev1") == b"60.0"
+
+
+def test_racing_daemons_enqueue_each_occurrence_once(bench_dir: BenchDir, redis_client: redis.Redis) -> None:
+    batch = [occ("a.test", float(60 * i)) for i in range(1, 41)]
+    reports = []
+
+    def run() -> None:
+        reports.append(enqueue_occurrences(bench_dir.bench(), batch, batch_size=7))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    enqueued = [o for r in reports for o in r.enqueued]
+    assert sorted(o.due for o in enqueued) == sorted(o.due for o in batch)
+    queue = keys.queue_name(bench_dir.bench().bench_id, "default")
+    assert redis_client.llen(f"rq:queue:{queue}") == len(batch)
+
+
+def test_a_refused_occurrence_is_reported_and_the_others_go_out(bench_dir: BenchDir) -> None:
+    good, bad = occ("a.test", 60.0), occ("a.test", 60.0, method="testapp.tasks.gone", event="ev2")
+    report = enqueue_occurrences(bench_dir.bench(), [bad, good])
+    assert report.enqueued == [good]
+    assert [o for o, _ in report.failed] == [bad] and "gone" in report.failed[0][1]
+
+
+# -- overlap ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("pid", "host", "alive"),
+    [
+        (None, None, False),                 # registration expired
+        ("1", "elsewhere", True),            # another host: trust the registration
+        ("999999999", "HERE", False),        # this host, pid gone
+        (str(__import__("os").getpid()), "HERE", True),
+    ],
+)
+def test_worker_liveness(pid: str | None, host: str | None, alive: bool) -> None:
+    here = socket.gethostname()
+    assert worker_alive(pid, here if host == "HERE" else host, this_host=here) is alive
+
+
+def test_queued_runs_block_and_runs_of_dead_workers_are_failed(bench_dir: BenchDir,
+                                                               redis_client: redis.Redis) -> None:
+    bench = bench_dir.bench()
+    queued, started = occ("a.test", 60.0, event="q"), occ("a.test", 60.0, event="s")
+    enqueue_occurrences(bench, [queued, started])
+    # the 's' run was taken by a worker that has since died (no registration key left)
+    redis_client.hset(Job.key_for(started.rq_job_id), mapping={"status": "started", "worker_name": "ghost"})
+    blocked = blocked_events(bench, {"a.test": ["q", "s", "never-ran"]})
+    assert blocked == {("a.test", "q")}
+    assert redis_client.hget(Job.key_for(started.rq_job_id), "status") == b"failed"
+
+
+# -- timetable ----------------------------------------------------------------------
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def site(name: str, *events: TimedEvent, last: float, interval: float = 60.0, tz: str = "UTC") -> SiteState:
+    return SiteState(name=name, tz=tz, interval=interval, events={e.event_id: e for e in events},
+                     last={e.event_id: last for e in events})
+
+
+HOURLY = TimedEvent("h", "app.tasks.hourly", "default", "0 * * * *")
+EVERY = TimedEvent("e", "app.tasks.every", "default", None)
+
+
+def test_nothing_is_due_before_the_next_slot_and_missed_slots_run_once() -> None:
+    table = Timetable()
+    table.put_site(site("a.test", HOURLY, last=at("2026-01-01T10:00:00").timestamp()))
+    assert table.due(60.0, at("2026-01-01T10:59:59")) == []
+    # after five hours of downtime: one run, for the latest missed slot
+    found = table.due(60.0, at("2026-01-01T15:30:00"))
+    assert [(o.event_id, o.due) for o in found] == [("h", at("2026-01-01T15:00:00").timestamp())]
+    table.record(found)
+    assert table.due(60.0, at("2026-01-01T15:59:00")) == []
+    assert [o.due for o in table.due(60.0, at("2026-01-01T16:00:00"))] == [at("2026-01-01T16:00:00").timestamp()]
+
+
+def test_all_events_are_due_once_per_tick_bucket() -> None:
+    table = Timetable()
+    table.put_site(site("a.test", EVERY, last=0.0, interval=10.0))
+    first = table.due(10.0, at("2026-01-01T00:00:05"))
+    assert [o.due for o in first] == [at("2026-01-01T00:00:00").timestamp()]
+    table.record(first)
+    assert table.due(10.0, at("2026-01-01T00:00:09")) == []
+    assert len(table.due(10.0, at("2026-01-01T00:00:10"))) == 1
+    assert table.due(60.0, at("2026-01-01T00:00:10")) == []  # other interval groups are not touched
+
+
+def test_site_time_zone_is_used() -> None:
+    daily = TimedEvent("d", "app.tasks.daily", "default", "0 0 * * *")
+    table = Timetable()
+    table.put_site(site("in.test", daily, last=at("2026-01-01T00:00:00").timestamp(), tz="Asia/Kolkata"))
+    # midnight in Kolkata is 18:30 UTC
+    assert table.due(60.0, at("2026-01-01T18:29:00")) == []
+    assert [o.due for o in table.due(60.0, at("2026-01-01T18:31:00"))] == [at("2026-01-01T18:30:00").timestamp()]
+
+
+def test_held_back_events_are_looked_at_again_and_dropped_sites_cost_nothing() -> None:
+    table = Timetable()
+    table.put_site(site("a.test", HOURLY, last=at("2026-01-01T10:00:00").timestamp()))
+    table.put_site(site("b.test", HOURLY, last=at("2026-01-01T10:00:00").timestamp()))
+    found = table.due(60.0, at("2026-01-01T11:00:30"))
+    assert sorted(o.site for o in found) == ["a.test", "b.test"]
+    table.retry([o for o in found if o.site == "a.test"], at("2026-01-01T11:01:30"))
+    table.record([o for o in found if o.site == "b.test"])
+    again = table.due(60.0, at("2026-01-01T11:01:30"))
+    assert [(o.site, o.due) for o in again] == [("a.test", at("2026-01-01T11:00:00").timestamp())]
+    table.drop_site("a.test")
+    assert table.due(60.0, at("2026-01-01T13:00:00"))[0].site == "b.test"
+    assert table.next_run_of("a.test", "h") is None
+
+
+# -- stale hooks ----------------------------------------------------------------------
+def test_stale_hooks_name_the_app_file_and_sites() -> None:
+    paths = {"app1": Path("/x/app1/hooks.py"), "app2": Path("/x/app2/hooks.py")}
+    current = {"app1": "new", "app2": "same"}
+    stored = {"a": {"app1": "old", "app2": "same"}, "b": {"app1": "new"}, "c": {}}
+    installed = {"a": ("app1", "app2"), "b": ("app1",), "c": ("app1",)}
+    found = find_stale(paths, current, stored, installed)
+    assert [(s.app, s.path, s.sites) for s in found] == [("app1", paths["app1"], ("a", "c"))]
+    assert "bgcore migrate" in found[0].message() and "a, c" in found[0].message()
+
+
