@@ -172,6 +172,13 @@ def test_a_syntax_error_names_file_and_line(make_app: MakeApp) -> None:
     assert re.search(r"line [34]: syntax error", message)
 
 
+def test_a_file_with_null_bytes_is_reported_not_crashed_on(make_app: MakeApp, tmp_path: Path) -> None:
+    app = make_app("")
+    (tmp_path / "apps" / app / "hooks.py").write_bytes(b"app_name = 1\x00\n")
+    with pytest.raises(HooksError, match=f"app '{app}', file .*hooks.py"):
+        load_app_hooks(app)
+
+
 def test_an_exception_while_running_hooks_names_file_and_line(make_app: MakeApp) -> None:
     app = make_app('app_name = "APP"\n\nscheduler_events = {"daily": [undefined_name]}\n')
     with pytest.raises(HooksError) as info:

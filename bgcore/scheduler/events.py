@@ -124,6 +124,8 @@ def load_app_hooks(app: str) -> AppHooks:
             f"app {app!r}, file {path}, line {exc.lineno}: syntax error: {exc.msg}; fix the file and run "
             "bgcore migrate again"
         ) from None
+    except ValueError as exc:  # e.g. null bytes in the file
+        raise HooksError(f"app {app!r}, file {path}: cannot be compiled ({exc}); fix the file") from None
     try:
         exec(code, namespace)  # noqa: S102 - hooks.py is the app's own configuration code
     except Exception as exc:
