@@ -79,17 +79,16 @@ def upgrade_schema(bench: Bench, site: str, connection: Connection, report: Migr
 
 
 def sync_registry(bench: Bench, site: str, connection: Connection, report: MigrateReport) -> None:
-    """Registry step (issue 4a): ``bgcore.scheduler.registry.sync_site(bench, site, connection)``.
+    """Registry step (issue 4a): sync the site's scheduled events from its apps' ``hooks.py``.
 
-    Skipped while that module or function does not exist; its return value, if
-    any, is reported as it prints.
+    Raises :class:`~bgcore.errors.HooksError` listing every problem of the
+    site's hooks (the transaction then rolls back, nothing changes). Records
+    ``registry: added N, updated N, removed N`` for the CLI.
     """
-    registry = _optional_module("bgcore.scheduler.registry")
-    sync = getattr(registry, "sync_site", None) if registry else None
-    if sync is None:
-        return
-    result = sync(bench, site, connection)
-    report.steps.append(f"registry: {result}" if result is not None else "registry synced")
+    from bgcore.scheduler.registry import sync_site
+
+    result = sync_site(bench, site, connection)
+    report.steps.append(f"registry: {result}")
 
 
 # The steps of a migration, in order. Scheduler core: the registry step is here.
