@@ -25,10 +25,19 @@ import sqlalchemy as sa
 from bgcore.context import current
 from bgcore.db.schema import document
 from bgcore.enqueue import enqueue
-from bgcore.errors import DocumentExists, DocumentMethodNotFound, DocumentNotFound, UnknownDoctype
+from bgcore.errors import (
+    ConfigError,
+    DocumentExists,
+    DocumentMethodNotFound,
+    DocumentNotFound,
+    InvalidArgument,
+    UnknownDoctype,
+)
 from bgcore.methods import resolve
 
 logger = logging.getLogger(__name__)
+
+NAME_LENGTH = 140  # the width of document.name
 
 
 class Document:
@@ -102,8 +111,13 @@ def doctypes() -> dict[str, str]:
         except ModuleNotFoundError:
             continue
         declared = getattr(hooks, "doctypes", {})
-        if isinstance(declared, dict):
-            found.update({str(k): str(v) for k, v in declared.items()})
+        if not isinstance(declared, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in declared.items()):
+            raise ConfigError(
+                f"app {app!r}: 'doctypes' in {getattr(hooks, '__file__', app + '/hooks.py')} must map "
+                f"doctype names to controller class paths, e.g. {{\"ToDo\": \"{app}.todo.ToDo\"}}"
+            )
+        found.update(declared)
     return found
 
 
@@ -126,6 +140,8 @@ def controller(doctype: str) -> type[Document]:
 
 def new_doc(doctype: str, name: str | None = None, **fields: Any) -> Document:
     """A new, unsaved document of ``doctype`` (name defaults to a random hex id)."""
+    if name is not None and (not isinstance(name, str) or not name or len(name) > NAME_LENGTH):
+        raise InvalidArgument(f"{doctype} name {name!r} is not valid: use 1-{NAME_LENGTH} characters")
     doc = controller(doctype)(name or uuid.uuid4().hex, fields, is_new=True)
     doc.doctype = doctype
     return doc
@@ -156,7 +172,8 @@ def doc_method(doc: Document, method: str) -> Callable[..., Any]:
     return getattr(doc, method)  # type: ignore[no-any-return]
 
 
-_BASE_METHODS = frozenset(n for n in dir(Document) if not n.startswith("_"))
+# Field accessors and the validate hook are not jobs; save() and delete() may be.
+_BASE_METHODS = frozenset({"get", "set", "validate"})
 
 
 def run_doc_method(doctype: str, name: str, method: str, kwargs: dict[str, Any]) -> Any:

@@ -21,6 +21,7 @@ from bgcore.errors import (
     DatabaseUnavailable,
     DocumentExists,
     DocumentNotFound,
+    InvalidArgument,
     NoSiteContext,
     SiteExists,
     UnknownDoctype,
@@ -320,3 +321,9 @@ def test_retries_are_bounded_and_other_errors_are_not_retried(bench_dir):
         with pytest.raises(ValueError):
             run_in_transaction(ctx, broken, {}, sleep=lambda _: None)
         assert len(calls) == 1
+
+
+def test_a_document_name_that_does_not_fit_is_refused_before_the_database(bench_dir):
+    with bgcore.connect("a.test", bench_dir.bench()):
+        with pytest.raises(InvalidArgument, match="ToDo name .* use 1-140 characters"):
+            bgcore.new_doc("ToDo", "x" * 141)
