@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,10 +48,16 @@ def _call_main(main: Callable[..., Any], argv: list[str]) -> None:
         print(f"(benchmark returned {result!r})")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks import jobs
 
     args = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM unwinds like Ctrl-C, so every benchmark stops the servers it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     jobs.main(args)
     print()
     scheduler = _scheduler_main()
