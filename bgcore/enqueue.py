@@ -91,7 +91,7 @@ def enqueue(
         raise DuplicateJob("deduplicate=True needs a job_id= naming the job to keep unique")
     local_id = keys.check_local_id(job_id) if job_id else uuid.uuid4().hex
     rq_id = keys.job_id(ctx.site, local_id)
-    payload = {"site": ctx.site, "method": path, "kwargs": kwargs, "user": ctx.user, "job_name": job_name}
+    payload: dict[str, Any] = {"site": ctx.site, "method": path, "kwargs": kwargs, "user": ctx.user, "job_name": job_name}
     if _log_event:
         payload.update(log=True, event=_log_event)
     rq_q = rq_queue(ctx.bench, spec.name)

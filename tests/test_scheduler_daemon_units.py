@@ -213,3 +213,13 @@ def test_stale_hooks_name_the_app_file_and_sites() -> None:
     assert "bgcore migrate" in found[0].message() and "a, c" in found[0].message()
 
 
+
+
+def test_reloading_sites_does_not_grow_the_heap_without_bound() -> None:
+    table = Timetable()
+    for _ in range(300):
+        for name in ("a.test", "b.test", "c.test", "d.test", "e.test"):
+            table.put_site(site(name, HOURLY, last=at("2026-01-01T10:00:00").timestamp()))
+        table.compact()
+    assert sum(len(h) for h in table._heaps.values()) <= 2 * 5 + 1024
+    assert len(table.due(60.0, at("2026-01-01T11:00:00"))) == 5

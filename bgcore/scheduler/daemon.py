@@ -31,7 +31,7 @@ from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.errors import BgcoreError
 from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
-from bgcore.scheduler.loader import LoadResult, last_runs, load_site, site_stamp
+from bgcore.scheduler.loader import LoadResult, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
 from bgcore.scheduler.overlap import blocked_events
 from bgcore.scheduler.switches import blocking_switch
@@ -85,9 +85,11 @@ class SchedulerDaemon:
             del self.stamps[gone]
             logger.info("site removed from the scheduler site=%s", gone)
         versions = self.redis.mget([keys.registry_version(self.bench.bench_id, n) for n in names]) if names else []
+        common = common_stamp(self.bench)
         for name, version in zip(names, versions):
-            if site_stamp(self.bench, name, version) != self.stamps.get(name):
+            if site_stamp(self.bench, name, version, common) != self.stamps.get(name):
                 self._apply(load_site(self.bench, name, version))
+        self.timetable.compact()
         self._sync_tick_jobs()
         self._check_hooks(set(self._hooks_paths.values()))
 
@@ -123,7 +125,12 @@ class SchedulerDaemon:
         for interval in set(self._tick_jobs) - wanted:
             self.scheduler.cancel_job(self._tick_jobs.pop(interval))
         for interval in wanted - set(self._tick_jobs):
-            self._tick_jobs[interval] = self.scheduler.every(interval).seconds.do(self._guard, self.tick, interval)
+            self._tick_jobs[interval] = self._every(interval).do(self._guard, self.tick, interval)
+
+    def _every(self, seconds: float) -> schedule.Job:
+        # ``schedule`` types the interval as int but builds a timedelta from it, so
+        # fractions of a second (a 2 s lease renewed every 0.67 s) work.
+        return self.scheduler.every(seconds).seconds  # type: ignore[arg-type,no-any-return]
 
     # -- stale hooks ------------------------------------------------------------
     def _check_hooks(self, paths: set[Path]) -> None:
@@ -202,8 +209,11 @@ class SchedulerDaemon:
         report = enqueue_occurrences(self.bench, go)
         self.timetable.record(report.enqueued + report.already_claimed + [o for o, _ in report.failed])
         for occ in report.enqueued:
-            logger.info("enqueued site=%s job=%s event=%s method=%s", occ.site, occ.rq_job_id, occ.event_id,
-                        occ.method)
+            logger.debug("enqueued site=%s job=%s event=%s method=%s", occ.site, occ.rq_job_id, occ.event_id,
+                         occ.method)
+        if report.enqueued or report.failed:
+            logger.info("tick every %ss: %d enqueued, %d held back (still running), %d already claimed, %d refused",
+                        interval, len(report.enqueued), len(wait), len(report.already_claimed), len(report.failed))
         return report.enqueued
 
     # -- loop -------------------------------------------------------------------
@@ -222,8 +232,8 @@ class SchedulerDaemon:
                     self.lease.seconds)
         self._guard(self.rescan)
         self._guard(self.lease_step)
-        self.scheduler.every(self.lease.renew_every).seconds.do(self._guard, self.lease_step)
-        self.scheduler.every(self.rescan_seconds).seconds.do(self._guard, self.rescan)
+        self._every(self.lease.renew_every).do(self._guard, self.lease_step)
+        self._every(self.rescan_seconds).do(self._guard, self.rescan)
         try:
             while not stop.is_set():
                 self.scheduler.run_pending()

@@ -46,9 +46,15 @@ def _mtime(path: Any) -> int:
         return -1
 
 
-def site_stamp(bench: Bench, name: str, version: Any) -> tuple[object, ...]:
+def common_stamp(bench: Bench) -> int:
+    """The bench config's mtime (part of every site's stamp)."""
+    return _mtime(bench.sites_path / COMMON_CONFIG)
+
+
+def site_stamp(bench: Bench, name: str, version: Any, common: int | None = None) -> tuple[object, ...]:
     """What a site looks like now: bench config mtime, site config mtime, registry version."""
-    return (_mtime(bench.sites_path / COMMON_CONFIG), _mtime(bench.sites_path / name / SITE_CONFIG), version)
+    common = common_stamp(bench) if common is None else common
+    return (common, _mtime(bench.sites_path / name / SITE_CONFIG), version)
 
 
 def tick_interval(config: SiteConfig) -> float:

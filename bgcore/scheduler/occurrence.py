@@ -97,7 +97,7 @@ def _enqueue_chunk(bench: Bench, chunk: Sequence[Occurrence], ttl: int, report: 
                 pipe.multi()
                 fresh = [(o, k) for o, k, t in zip(chunk, claim_keys, taken) if t is None]
                 claimed = [o for o, t in zip(chunk, taken) if t is not None]
-                enqueued, failed = _queue_commands(bench, pipe, fresh, ttl)
+                enqueued, failed = _queue_commands(bench, bench_id, pipe, fresh, ttl)
                 pipe.execute()
             except WatchError:
                 # Another daemon claimed one of these keys meanwhile: look again.
@@ -111,7 +111,7 @@ def _enqueue_chunk(bench: Bench, chunk: Sequence[Occurrence], ttl: int, report: 
 
 
 def _queue_commands(
-    bench: Bench, pipe: Any, fresh: Iterable[tuple[Occurrence, str]], ttl: int
+    bench: Bench, bench_id: str, pipe: Any, fresh: Iterable[tuple[Occurrence, str]], ttl: int
 ) -> tuple[list[Occurrence], list[tuple[Occurrence, str]]]:
     """Add claim + job + bookkeeping commands for ``fresh`` to the open transaction ``pipe``."""
     by_site: dict[str, list[tuple[Occurrence, str]]] = defaultdict(list)
@@ -120,6 +120,8 @@ def _queue_commands(
     enqueued: list[Occurrence] = []
     failed: list[tuple[Occurrence, str]] = []
     for site, items in by_site.items():
+        runs: dict[str, str] = {}
+        jobs: dict[str, str] = {}
         try:
             with site_context(bench, site):
                 for occ, claim_key in items:
@@ -132,10 +134,13 @@ def _queue_commands(
                         failed.append((occ, str(exc)))
                         continue
                     pipe.set(claim_key, occ.rq_job_id, ex=ttl)
-                    pipe.hset(keys.scheduler_last_run(bench.bench_id, site), occ.event_id, repr(occ.due))
-                    pipe.hset(keys.scheduler_last_job(bench.bench_id, site), occ.event_id, occ.rq_job_id)
+                    runs[occ.event_id] = repr(occ.due)
+                    jobs[occ.event_id] = occ.rq_job_id
                     enqueued.append(occ)
         except BgcoreError as exc:
             logger.error("site skipped this tick site=%s: %s", site, exc)
             failed.extend((occ, str(exc)) for occ, _ in items)
+        if runs:
+            pipe.hset(keys.scheduler_last_run(bench_id, site), mapping=runs)
+            pipe.hset(keys.scheduler_last_job(bench_id, site), mapping=jobs)
     return enqueued, failed

@@ -95,6 +95,8 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
     for event, status in zip(events, statuses):
         stored = last_runs.get(event.event_id.encode())
         last = datetime.fromtimestamp(float(stored), UTC) if stored else event.last_execution
+        if last is not None and last <= event.registered_at:
+            last = None  # the seed the daemon wrote at registration: never ran yet
         base = last or event.registered_at
         if event.cron:
             upcoming = next_run(event.cron, base, tz)

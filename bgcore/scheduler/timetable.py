@@ -95,6 +95,19 @@ class Timetable:
         if state.every_tick:
             self._every_tick.setdefault(state.interval, {})[state.name] = state
 
+    def compact(self) -> None:
+        """Rebuild the heaps from the live next runs when stale entries pile up (after many reloads)."""
+        live = sum(len(s.next_at) for s in self.sites.values())
+        if sum(len(h) for h in self._heaps.values()) <= 2 * live + 1024:
+            return
+        heaps: dict[float, list[tuple[float, str, str]]] = {}
+        for state in self.sites.values():
+            heap = heaps.setdefault(state.interval, [])
+            heap.extend((at, state.name, event_id) for event_id, at in state.next_at.items())
+        for heap in heaps.values():
+            heapq.heapify(heap)
+        self._heaps = heaps
+
     def drop_site(self, name: str) -> None:
         """Forget site ``name``; its heap entries become stale and are skipped when popped."""
         state = self.sites.pop(name, None)
