@@ -33,7 +33,15 @@ def job_log_rows(sched: SchedBench, site: str) -> list[sa.Row[object]]:
         return list(conn.execute(sa.select(job_log)))
 
 
-def test_events_fire_per_site_and_are_logged(sched: SchedBench) -> None:
+def test_events_fire_per_site_and_are_logged(bench_dir: BenchDir) -> None:
+    sched = make_sched_bench(bench_dir, ["every", "fail"])
+    try:
+        _events_fire_per_site_and_are_logged(sched)
+    finally:
+        sched.stop_all()
+
+
+def _events_fire_per_site_and_are_logged(sched: SchedBench) -> None:
     # Given two migrated sites and a daemon and a worker
     sched.migrate()
     sched.schedule()
@@ -44,13 +52,20 @@ def test_events_fire_per_site_and_are_logged(sched: SchedBench) -> None:
         assert {r["site"] for r in sched.records(site)} == {site}
     # And each run is in the site's job log with its event id
     rows = wait_for(lambda: [r for r in job_log_rows(sched, "a.test") if r.event], 10, "job log rows")
-    assert {r.status for r in rows} == {"finished"}
-    assert all(r.method.endswith(".tasks.every") and r.duration_ms is not None for r in rows)
-    # And `scheduler events` shows the last run, next run and last status
+    assert all(r.duration_ms is not None and r.started_at and r.ended_at for r in rows)
+    assert {r.status for r in rows if r.method.endswith(".tasks.every")} <= {"finished"}
+    # And the failing `all` event's failures are recorded, not swallowed
+    failed = wait_for(lambda: [r for r in job_log_rows(sched, "a.test") if r.status == "failed"], 10, "a failure row")
+    assert failed[0].method.endswith(".tasks.fail") and "scheduled boom" in failed[0].exception
+    # And `scheduler events` shows the last run, next run, last status and error
     listing = json.loads(sched.dir.cli("scheduler", "events", "--site", "a.test", "--format", "json", check=True).stdout)
-    assert len(listing) == 1
-    assert listing[0]["last_run"] and listing[0]["next_run"]
-    assert listing[0]["last_status"] in ("finished", "queued", "started")
+    by_method = {row["method"].rsplit(".", 1)[1]: row for row in listing}
+    assert set(by_method) == {"every", "fail"}
+    assert all(row["last_run"] and row["next_run"] for row in listing)
+    assert by_method["every"]["last_status"] in ("finished", "queued", "started")
+    assert by_method["fail"]["last_status"] in ("failed", "queued", "started")
+    if by_method["fail"]["last_status"] == "failed":
+        assert "scheduled boom" in by_method["fail"]["last_error"]
 
 
 def test_switches_stop_one_site_while_others_go_on(sched: SchedBench) -> None:

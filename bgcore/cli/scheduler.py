@@ -100,10 +100,15 @@ def status(state: CliState, site: str, fmt: str) -> None:
 def events(state: CliState, site: str, fmt: str) -> None:
     """List SITE's scheduled events with their last run, next run and last status."""
     found = event_status(state.bench, site, _now())
-    columns = ["method", "frequency", "cron", "queue", "last_run", "next_run", "last_status", "event_id"]
+    columns = ["method", "frequency", "cron", "queue", "last_run", "next_run", "last_status", "last_error", "event_id"]
     rows = [[getattr(e, c) for c in columns] for e in found]
+    rows = [row[:7] + [_first_line(row[7])] + row[8:] for row in rows]
     emit(fmt, f"Scheduled events of {site} ({len(rows)})", columns, rows,
          data=[dict(e.__dict__) for e in found])
+
+
+def _first_line(text: object) -> object:
+    return str(text).strip().splitlines()[-1][:80] if text else text
 
 
 @click.command("set-maintenance-mode")

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import sqlalchemy as sa
 from rq.job import Job
+from sqlalchemy.exc import SQLAlchemyError
 
 from bgcore import keys
-from bgcore.bench import Bench
+from bgcore.bench import Bench, SiteConfig
 from bgcore.context import site_context
 from bgcore.enqueue import enqueue
 from bgcore.errors import InvalidArgument
@@ -50,6 +52,7 @@ class EventStatus:
     last_run: datetime | None
     next_run: datetime | None
     last_status: str | None
+    last_error: str | None = None
 
 
 def sites_of(bench: Bench, site: str) -> list[str]:
@@ -77,10 +80,31 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def last_logged(bench: Bench, config: SiteConfig) -> dict[str, tuple[str, str | None]]:
+    """Event id -> (status, exception) of its newest row in the site's job log."""
+    from bgcore.db.engines import database_for
+    from bgcore.db.schema import job_log
+
+    newest = sa.select(sa.func.max(job_log.c.id)).where(job_log.c.event.is_not(None)).group_by(job_log.c.event)
+    query = sa.select(job_log.c.event, job_log.c.status, job_log.c.exception).where(job_log.c.id.in_(newest))
+    database = database_for(bench, config)
+    try:
+        with database.connect() as connection:
+            return {row.event: (row.status, row.exception) for row in connection.execute(query)}
+    except SQLAlchemyError as exc:
+        raise database.unavailable(exc) from exc
+
+
 def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
-    """Every registered event of ``site``: last run (Redis, else registry), next run, last status."""
+    """Every registered event of ``site``: last run, next run, last status and error.
+
+    The last run comes from Redis (what the daemon enqueued), else the
+    registry; the status is the live RQ status while a run is queued or
+    running, else that of the event's newest job-log row.
+    """
     config = bench.site_config(site)
     events, _ = read_registry(bench, config)
+    logged = last_logged(bench, config)
     tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
     interval = tick_interval(config)
     redis = bench.redis()
@@ -102,10 +126,13 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
             upcoming = next_run(event.cron, base, tz)
         else:
             upcoming = base + timedelta(seconds=interval)
+        log_status, log_error = logged.get(event.event_id, (None, None))
+        live = status if status in ("queued", "started", "deferred", "scheduled") else None
         rows.append(EventStatus(
             event_id=event.event_id, app=event.app, method=event.method, frequency=event.frequency,
             cron=event.cron, queue=event.queue, last_run=last, next_run=max(upcoming, now),
-            last_status=status or event.last_status,
+            last_status=live or log_status or status or event.last_status,
+            last_error=None if live else (log_error or event.last_error),
         ))
     return rows
 
