@@ -122,6 +122,24 @@ def test_serialization_failure_is_retried_then_succeeds(db_bench, tmp_path):
     assert _log(bench, "a.test") == []
 
 
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+def test_deadlock_is_retried_then_succeeds(db_bench, tmp_path):
+    bench = db_bench.bench()
+    with bgcore.connect("a.test", bench):
+        for name in "abcde":
+            bgcore.new_doc("ToDo", name).save()
+        job = bgcore.enqueue("testapp.todo.deadlock_once", marker=str(tmp_path / "first-attempt"))
+    # When the job's first attempt deadlocks with another transaction (InnoDB picks the job)
+    result = db_bench.cli("worker", "--burst")
+    # Then the worker logs the retry and the second attempt commits
+    assert result.returncode == 0, result.stderr
+    assert "retrying site=a.test job=" in result.stderr and "Deadlock found" in result.stderr
+    assert _job(bench, job.id).get_status() == "finished"
+    with bgcore.connect("a.test", bench):
+        assert {n: bgcore.get_doc("ToDo", n).fields["by"] for n in "abcde"} == {
+            "a": "job", "b": "job", "c": "other", "d": "other", "e": "other"}
+
+
 def test_missing_document_method_and_doctype_fail_with_recorded_errors(db_bench):
     bench = db_bench.bench()
     db_bench.add_site("other.test", installed_apps=["otherapp", "testapp"])
