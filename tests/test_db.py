@@ -327,3 +327,15 @@ def test_a_document_name_that_does_not_fit_is_refused_before_the_database(bench_
     with bgcore.connect("a.test", bench_dir.bench()):
         with pytest.raises(InvalidArgument, match="ToDo name .* use 1-140 characters"):
             bgcore.new_doc("ToDo", "x" * 141)
+
+
+def test_a_database_without_the_schema_says_to_migrate(bench_dir, backend):
+    # Given a site whose database exists but was never migrated
+    if backend.urls:
+        bench_dir.add_site("a.test", db_url=backend.urls["a"])
+    else:
+        sqlite3.connect(bench_dir.sites / "a.test" / "site.sqlite3").close()
+    # When a document is read
+    with bgcore.connect("a.test", bench_dir.bench()):
+        with pytest.raises(DatabaseUnavailable, match=r"site 'a.test': .* lacks a table .*bgcore migrate --site a.test"):
+            bgcore.get_doc("ToDo", "x")

@@ -13,11 +13,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.sql import Executable
 
 from bgcore.db.engines import Database, database_for
-from bgcore.errors import AfterCommitFailed
+from bgcore.errors import AfterCommitFailed, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from bgcore.context import SiteContext
@@ -62,8 +63,20 @@ class SiteSession:
         return self._connection
 
     def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
-        """Execute ``statement`` in the current transaction."""
-        return self.connection().execute(statement, parameters)
+        """Execute ``statement`` in the current transaction.
+
+        A table missing from the site's database raises :class:`DatabaseUnavailable`
+        saying to run ``bgcore migrate``; other database errors pass unchanged.
+        """
+        try:
+            return self.connection().execute(statement, parameters)
+        except sa_exc.DBAPIError as exc:
+            if _missing_table(exc):
+                raise DatabaseUnavailable(
+                    f"site {self.site!r}: its database {self.database.shown_url} lacks a table "
+                    f"({str(exc.orig).strip().splitlines()[0]}); run 'bgcore migrate --site {self.site}'"
+                ) from exc
+            raise
 
     def after_commit(self, action: Callable[[], Any]) -> None:
         """Run ``action`` once the current transaction commits; drop it if it rolls back."""
@@ -117,6 +130,16 @@ class SiteSession:
                 f"action(s) failed (first: {failures[0]}); the jobs they would have enqueued were not "
                 "pushed, enqueue them again once the cause is fixed"
             ) from failures[0]
+
+
+def _missing_table(exc: sa_exc.DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "pgcode", None) == "42P01":  # undefined_table
+        return True
+    args = getattr(orig, "args", ())
+    if type(orig).__module__.startswith("pymysql"):
+        return bool(args) and args[0] == 1146  # ER_NO_SUCH_TABLE
+    return "no such table" in str(orig)
 
 
 def finish(ctx: SiteContext, ok: bool) -> None:
