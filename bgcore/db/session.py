@@ -136,7 +136,7 @@ def _missing_table(exc: sa_exc.DBAPIError) -> bool:
     orig = exc.orig
     if getattr(orig, "pgcode", None) == "42P01":  # undefined_table
         return True
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     if type(orig).__module__.startswith("pymysql"):
         return bool(args) and args[0] == 1146  # ER_NO_SUCH_TABLE
     return "no such table" in str(orig)
