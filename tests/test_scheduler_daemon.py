@@ -201,3 +201,21 @@ def test_trigger_runs_an_event_now_and_logs_it(sched: SchedBench) -> None:
     # And an unknown method is refused with the registered ones listed
     bad = sched.dir.cli("trigger-scheduler-event", f"{sched.app}.tasks.evrey", "--site", "a.test")
     assert bad.returncode == 1 and "did you mean" in bad.stderr
+
+
+def test_new_and_deleted_sites_are_picked_up_without_restart(sched: SchedBench) -> None:
+    import shutil
+
+    # Given a running daemon serving a.test and b.test
+    sched.migrate()
+    sched.schedule()
+    sched.worker()
+    wait_for(lambda: sched.records("b.test", "every"), 20, "b.test running")
+    # When a site is added (and migrated) and another deleted
+    sched.add_site("new.test")
+    sched.dir.cli("migrate", "--site", "new.test", check=True)
+    shutil.rmtree(sched.dir.sites / "b.test")
+    # Then the new site runs and the deleted one is dropped
+    wait_for(lambda: sched.records("new.test", "every"), 20, "new.test running")
+    wait_for(lambda: "site removed from the scheduler site=b.test" in sched.log("schedule.log"), 10, "b.test dropped")
+    assert "Traceback" not in sched.log("schedule.log")

@@ -223,3 +223,21 @@ def test_reloading_sites_does_not_grow_the_heap_without_bound() -> None:
         table.compact()
     assert sum(len(h) for h in table._heaps.values()) <= 2 * 5 + 1024
     assert len(table.due(60.0, at("2026-01-01T11:00:00"))) == 5
+
+
+def test_a_broken_site_does_not_stop_the_others(bench_dir: BenchDir, caplog: pytest.LogCaptureFixture) -> None:
+    from bgcore.scheduler.daemon import SchedulerDaemon
+
+    # Given a bench where one site has an unknown time zone and one was never migrated
+    bench_dir.add_site("c.test", time_zone="Mars/Olympus_Mons")
+    bench_dir.cli("migrate", check=False)
+    bench_dir.add_site("d.test")
+    daemon = SchedulerDaemon(bench_dir.bench())
+    # When the daemon scans the sites
+    daemon.rescan()
+    # Then the good sites are scheduled, the others are reported and remembered (not retried each scan)
+    assert sorted(daemon.timetable.sites) == ["a.test", "b.test"]
+    assert set(daemon.stamps) == {"a.test", "b.test", "c.test", "d.test"}
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "site=c.test not scheduled" in messages and "Mars/Olympus_Mons" in messages
+    assert "site=d.test not scheduled" in messages

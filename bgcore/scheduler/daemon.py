@@ -108,7 +108,12 @@ class SchedulerDaemon:
             else:
                 logger.warning("site=%s not scheduled: %s", result.name, result.error)
             return
-        self.timetable.put_site(result.state)
+        try:
+            self.timetable.put_site(result.state)
+        except BgcoreError as exc:  # e.g. a registry row with a cron croniter cannot iterate
+            self.timetable.drop_site(result.name)
+            logger.error("site=%s not scheduled: %s", result.name, exc)
+            return
         logger.info("site=%s %s: %d event(s), tick every %ss", result.name,
                     "reloaded" if previous else "loaded", len(result.state.events), result.state.interval)
         new_apps = [a for a in result.state.apps if a not in self._hooks_paths]

@@ -19,6 +19,7 @@ from bgcore import keys
 from bgcore.bench import Bench, SiteConfig
 from bgcore.config import COMMON_CONFIG, SITE_CONFIG
 from bgcore.errors import BgcoreError, ConfigError
+from bgcore.scheduler.due import zone
 from bgcore.scheduler.switches import Switch, blocking_switch
 from bgcore.scheduler.timetable import SiteState, TimedEvent
 
@@ -90,6 +91,7 @@ def load_site(bench: Bench, name: str, version: Any) -> LoadResult:
             return LoadResult(name, stamp, switch=switch)
         interval = tick_interval(config)
         tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
+        zone(tz)  # an unknown zone stops this site here, not every site's tick later
         events, fingerprints = read_registry(bench, config)
         apps = config.installed_apps
     except BgcoreError as exc:
