@@ -24,6 +24,20 @@ def sched(bench_dir: BenchDir) -> Iterator[SchedBench]:
     bench.stop_all()
 
 
+def settled(sched: SchedBench, sites: tuple[str, ...], quiet: float = 2.0, timeout: float = 20) -> dict[str, int]:
+    """Each site's record count once no site has gained a record for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    counts = {s: len(sched.records(s)) for s in sites}
+    while True:
+        time.sleep(quiet)
+        now = {s: len(sched.records(s)) for s in sites}
+        if now == counts:
+            return counts
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sites kept running after their switch was turned on: {counts} -> {now}")
+        counts = now
+
+
 def job_log_rows(sched: SchedBench, site: str) -> list[sa.Row[object]]:
     from bgcore.db.engines import database_for
     from bgcore.db.schema import job_log
@@ -81,8 +95,7 @@ def test_switches_stop_one_site_while_others_go_on(sched: SchedBench) -> None:
     sched.dir.cli("scheduler", "disable", "--site", "a.test", check=True)
     sched.dir.cli("scheduler", "pause", "--site", "b.test", check=True)
     sched.dir.cli("set-maintenance-mode", "on", "--site", "c.test", check=True)
-    time.sleep(1.5)  # let jobs already queued before the switches drain
-    counts = {s: len(sched.records(s)) for s in ("a.test", "b.test", "c.test")}
+    counts = settled(sched, ("a.test", "b.test", "c.test"))  # runs queued before the switches drain
     d_before = len(sched.records("d.test"))
     # Then d.test goes on and the others stop
     wait_for(lambda: len(sched.records("d.test")) >= d_before + 3, 15, "d.test going on")
