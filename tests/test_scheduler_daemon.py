@@ -168,6 +168,9 @@ def test_dead_worker_does_not_block_its_event(bench_dir: BenchDir) -> None:
                          20, "a new run after the worker died")
         assert again[0]["job"] != first[0]["job"]
         assert "abandoned by a dead worker" in sched.log("schedule.log")
+        # And the abandoned run is in the site's job log as a failure of its event
+        rows = [r for r in job_log_rows(sched, "a.test") if r.status == "failed"]
+        assert rows and rows[0].event and "worker" in rows[0].exception and "died" in rows[0].exception
     finally:
         sched.stop_all()
 
