@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ class SiteConfig:
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
-    @property
+    @cached_property
     def installed_apps(self) -> tuple[str, ...]:
         apps = self.data.get("installed_apps", [])
         if not isinstance(apps, list) or not all(isinstance(a, str) and a for a in apps):
@@ -77,6 +78,7 @@ class Bench:
             )
         self._cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
         self._redis: Any = None
+        self._queues: tuple[dict[str, Any], dict[str, QueueSpec]] | None = None
         self._import_path_done = False
 
     @classmethod
@@ -118,7 +120,11 @@ class Bench:
 
     @property
     def queues(self) -> dict[str, QueueSpec]:
-        return queue_specs(self.common_config, str(self.sites_path / COMMON_CONFIG))
+        """The bench's queues; rebuilt only when ``common_site_config.json`` changed."""
+        common = self.common_config
+        if self._queues is None or self._queues[0] is not common:
+            self._queues = (common, queue_specs(common, str(self.sites_path / COMMON_CONFIG)))
+        return self._queues[1]
 
     @property
     def state_path(self) -> Path:

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from bgcore.bench import Bench, SiteConfig
+from bgcore.queues import QueueSpec
 from bgcore.errors import NoSiteContext
 
 if TYPE_CHECKING:
@@ -35,6 +37,11 @@ class SiteContext:
     @property
     def site(self) -> str:
         return self.config.name
+
+    @cached_property
+    def queues(self) -> dict[str, QueueSpec]:
+        """The bench's queues as of the first use in this block (the enqueue hot path reads this)."""
+        return self.bench.queues
 
     @property
     def db(self) -> SiteSession:

@@ -82,7 +82,7 @@ def enqueue(
         kwargs = {**kwargs, **job_kwargs}
     path = method_path(method)
     check_app_installed(path, ctx.site, ctx.config.installed_apps)
-    spec = check_queue(ctx.bench.queues, queue)
+    spec = check_queue(ctx.queues, queue)
     check_json(kwargs, path)
     if now or not is_async:
         return resolve(path)(**kwargs)

@@ -37,6 +37,8 @@ def _find_bad(value: Any, where: str) -> tuple[str, Any] | None:
 
 def check_json(kwargs: dict[str, Any], method: str) -> None:
     """Raise :class:`SerializationError` naming the first argument that is not JSON."""
+    if not kwargs:
+        return
     try:
         json.dumps(kwargs, allow_nan=False)
         if all(type(k) is str for k in kwargs):
