@@ -136,7 +136,7 @@ def test_queued_runs_block_and_runs_of_dead_workers_are_failed(bench_dir: BenchD
     enqueue_occurrences(bench, [queued, started])
     # the 's' run was taken by a worker that has since died (no registration key left)
     redis_client.hset(Job.key_for(started.rq_job_id), mapping={"status": "started", "worker_name": "ghost"})
-    blocked = blocked_events(bench, {"a.test": ["q", "s", "never-ran"]})
+    blocked = blocked_events(bench, {"a.test": ["q", "s", "never-ran"]}, now=datetime.now(UTC))
     assert blocked == {("a.test", "q")}
     assert redis_client.hget(Job.key_for(started.rq_job_id), "status") == b"failed"
 

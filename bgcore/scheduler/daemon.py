@@ -204,7 +204,8 @@ class SchedulerDaemon:
                 self.reload(site)
                 continue
             runnable[site] = items
-        blocked = blocked_events(self.bench, {s: [o.event_id for o in items] for s, items in runnable.items()})
+        blocked = blocked_events(self.bench, {s: [o.event_id for o in items] for s, items in runnable.items()},
+                                 now=now)
         go = [o for items in runnable.values() for o in items if (o.site, o.event_id) not in blocked]
         wait = [o for items in runnable.values() for o in items if (o.site, o.event_id) in blocked]
         for occ in wait:

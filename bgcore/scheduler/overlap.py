@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -63,7 +63,7 @@ def worker_alive(pid: str | None, hostname: str | None, *, this_host: str) -> bo
     return True
 
 
-def blocked_events(bench: Bench, due: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:
+def blocked_events(bench: Bench, due: Mapping[str, Iterable[str]], *, now: datetime) -> set[tuple[str, str]]:
     """The ``(site, event_id)`` pairs among ``due`` whose last run is still queued or running.
 
     Costs three pipelined round trips for the whole batch, whatever its size;
@@ -95,12 +95,12 @@ def blocked_events(bench: Bench, due: Mapping[str, Iterable[str]]) -> set[tuple[
         this_host = socket.gethostname()
         for (pair, job_id, worker), (pid, host) in zip(started, registrations):
             if not worker_alive(_text(pid), _text(host), this_host=this_host):
-                fail_abandoned(bench, job_id, worker)
+                fail_abandoned(bench, job_id, worker, now=now)
                 blocked.discard(pair)
     return blocked
 
 
-def fail_abandoned(bench: Bench, job_id: str, worker: str) -> None:
+def fail_abandoned(bench: Bench, job_id: str, worker: str, *, now: datetime) -> None:
     """Mark ``job_id`` (started by dead ``worker``) failed and drop it from the started registry."""
     redis = bench.redis()
     try:
@@ -118,10 +118,10 @@ def fail_abandoned(bench: Bench, job_id: str, worker: str) -> None:
     logger.error("scheduled run abandoned by a dead worker site=%s job=%s worker=%s; "
                  "marked failed so its event runs again", site, job_id, worker)
     if site is not None:
-        _log_abandoned(bench, site, job, message)
+        _log_abandoned(bench, site, job, message, now)
 
 
-def _log_abandoned(bench: Bench, site: str, job: Job, message: str) -> None:
+def _log_abandoned(bench: Bench, site: str, job: Job, message: str, now: datetime) -> None:
     """Write the job-log row the dead worker could not (rare path: opens the site database)."""
     from bgcore.db.joblog import JobLogEntry, write
 
@@ -131,7 +131,7 @@ def _log_abandoned(bench: Bench, site: str, job: Job, message: str) -> None:
     except Exception as exc:  # noqa: BLE001 - a broken payload or site must not stop the tick
         logger.error("job log for abandoned run not written site=%s job=%s: %s", site, job.id, exc)
         return
-    ended = datetime.now(timezone.utc)
+    ended = now
     started = job.started_at or ended
     prefix = keys.queue_prefix(bench.bench_id)
     origin = job.origin or ""
