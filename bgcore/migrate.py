@@ -10,7 +10,6 @@ others.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,12 +22,10 @@ from bgcore.bench import Bench
 from bgcore.db.engines import database_for
 from bgcore.db.schema import metadata
 from bgcore.errors import BgcoreError
+from bgcore.scheduler.registry import bump_registry_version, sync_site  # also defines its tables
 
 logger = logging.getLogger(__name__)
 
-# Modules that define tables on bgcore.db.schema.metadata; imported before the
-# schema upgrade when they exist (the scheduler registry adds its tables there).
-TABLE_MODULES = ("bgcore.scheduler.registry",)
 
 
 @dataclass
@@ -39,6 +36,7 @@ class MigrateReport:
     created_tables: list[str] = field(default_factory=list)
     added_columns: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    registry_changed: bool = False
     error: str | None = None
 
     @property
@@ -60,7 +58,6 @@ Step = Callable[[Bench, str, Connection, MigrateReport], None]
 
 def upgrade_schema(bench: Bench, site: str, connection: Connection, report: MigrateReport) -> None:
     """Create missing tables and add missing columns (which must be nullable or have a default)."""
-    _import_table_modules()
     inspector = sa.inspect(connection)
     existing = set(inspector.get_table_names())
     for table in metadata.sorted_tables:
@@ -85,9 +82,8 @@ def sync_registry(bench: Bench, site: str, connection: Connection, report: Migra
     site's hooks (the transaction then rolls back, nothing changes). Records
     ``registry: added N, updated N, removed N`` for the CLI.
     """
-    from bgcore.scheduler.registry import sync_site
-
-    result = sync_site(bench, site, connection)
+    result = sync_site(bench, site, connection, notify=False)
+    report.registry_changed = result.changed
     report.steps.append(f"registry: {result}")
 
 
@@ -110,6 +106,8 @@ def migrate_site(bench: Bench, site: str) -> MigrateReport:
                 step(bench, site, connection, report)
     except sa.exc.DBAPIError as exc:
         raise database.unavailable(exc) from exc
+    if report.registry_changed:  # after the commit: a daemon that reloads now sees the new rows
+        bump_registry_version(bench, site)
     logger.info("migrated site=%s: %s", site, report.summary())
     return report
 
@@ -124,20 +122,6 @@ def migrate_bench(bench: Bench, sites: list[str] | None = None) -> list[MigrateR
             logger.error("migrate failed site=%s: %s", site, exc, exc_info=not isinstance(exc, BgcoreError))
             reports.append(MigrateReport(site=site, error=f"{type(exc).__name__}: {exc}"))
     return reports
-
-
-def _import_table_modules() -> None:
-    for name in TABLE_MODULES:
-        _optional_module(name)
-
-
-def _optional_module(name: str) -> object | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
 
 
 __all__ = ["MigrateReport", "STEPS", "migrate_bench", "migrate_site"]

@@ -142,14 +142,18 @@ def site_time_zone(bench: Bench, site: str) -> str:
     return str(tz)
 
 
-def sync_site(bench: Bench, site: str, connection: Connection, now: datetime | None = None) -> SyncReport:
+def sync_site(
+    bench: Bench, site: str, connection: Connection, now: datetime | None = None, *, notify: bool = True
+) -> SyncReport:
     """Make ``site``'s registry match the hooks of its installed apps, in ``connection``'s transaction.
 
     Validates everything before writing: any problem raises one
     :class:`~bgcore.errors.HooksError` listing all of them and leaves the
     tables untouched. A second sync with unchanged hooks changes nothing.
-    When something changed, bumps ``keys.registry_version`` in Redis (a
-    warning, not an error, when Redis is unreachable).
+    When something changed and ``notify`` is true, bumps
+    ``keys.registry_version`` in Redis (a warning, not an error, when Redis is
+    unreachable). A caller that commits later passes ``notify=False`` and bumps
+    after its commit, so a daemon never reloads the rows before they are visible.
     """
     now = now or datetime.now(UTC)
     config = bench.site_config(site)
@@ -183,7 +187,7 @@ def sync_site(bench: Bench, site: str, connection: Connection, now: datetime | N
         apps=tuple(h.app for h in loaded.hooks), site=site, hooks_changed=hooks_changed,
     )
     logger.info("registry synced site=%s: %s", site, report)
-    if report.changed:
+    if notify and report.changed:
         bump_registry_version(bench, site)
     return report
 
