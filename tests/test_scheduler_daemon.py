@@ -235,3 +235,39 @@ def test_new_and_deleted_sites_are_picked_up_without_restart(sched: SchedBench) 
     wait_for(lambda: sched.records("new.test", "every"), 20, "new.test running")
     wait_for(lambda: "site removed from the scheduler site=b.test" in sched.log("schedule.log"), 10, "b.test dropped")
     assert "Traceback" not in sched.log("schedule.log")
+
+
+def test_cron_events_catch_up_once_and_a_restart_does_not_repeat_them(bench_dir: BenchDir,
+                                                                      redis_client: object) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from bgcore.scheduler.daemon import SchedulerDaemon
+
+    # Given an hourly event registered now (in-process daemons, the clock passed explicitly)
+    sched = make_sched_bench(bench_dir, ["every"])
+    text = sched.hooks.read_text().replace('{"all":', f'{{"hourly": ["{sched.app}.tasks.every2"], "all":')
+    sched.hooks.write_text(text)
+    sched.migrate()
+    later = (datetime.now(timezone.utc) + timedelta(hours=5)).replace(minute=30, second=0, microsecond=0)
+    daemon = SchedulerDaemon(sched.dir.bench())
+    daemon.rescan()
+    daemon.lease_step()
+    # When the daemon ticks five hours later (four or five missed hourly slots)
+    first = daemon.tick(1.0, later)
+    # Then the hourly event runs once per site, for the latest slot, with the `all` event
+    hourly = [o for o in first if o.method.endswith("every2")]
+    assert sorted(o.site for o in hourly) == ["a.test", "b.test"]
+    assert {o.due for o in hourly} == {later.replace(minute=0, second=0, microsecond=0).timestamp()}
+    assert len(first) == 4
+    sched.dir.cli("worker", "--burst", check=True)
+    # And ten seconds later only the `all` event is due
+    assert [o.method for o in daemon.tick(1.0, later + timedelta(seconds=10))] == [f"{sched.app}.tasks.every"] * 2
+    sched.dir.cli("worker", "--burst", check=True)
+    # And a restarted daemon (state from Redis) repeats neither that tick's bucket nor the hourly slot
+    daemon.lease.release()
+    again = SchedulerDaemon(sched.dir.bench())
+    again.rescan()
+    again.lease_step()
+    assert again.tick(1.0, later + timedelta(seconds=10)) == []
+    assert [o.method for o in again.tick(1.0, later + timedelta(seconds=11))] == [f"{sched.app}.tasks.every"] * 2
+    again.lease.release()
