@@ -241,3 +241,34 @@ def test_a_broken_site_does_not_stop_the_others(bench_dir: BenchDir, caplog: pyt
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "site=c.test not scheduled" in messages and "Mars/Olympus_Mons" in messages
     assert "site=d.test not scheduled" in messages
+
+
+def test_switches_and_config_edits_do_not_reopen_the_site_database(bench_dir: BenchDir,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgcore.scheduler.loader as loader
+    from bgcore.scheduler.daemon import SchedulerDaemon
+    from bgcore.scheduler.registry import bump_registry_version
+    from bgcore.scheduler.switches import Switch, set_switch
+
+    # Given a daemon that loaded two migrated sites
+    bench_dir.cli("migrate", check=True)
+    bench = bench_dir.bench()
+    bump_registry_version(bench, "a.test")
+    reads: list[str] = []
+    real = loader.read_registry
+    monkeypatch.setattr(loader, "read_registry", lambda b, c: reads.append(c.name) or real(b, c))
+    daemon = SchedulerDaemon(bench)
+    daemon.rescan()
+    assert sorted(reads) == ["a.test", "b.test"]
+    # When a.test is paused, resumed and its config edited
+    set_switch(bench, "a.test", Switch.PAUSED, True)
+    daemon.rescan()
+    assert "a.test" not in daemon.timetable.sites
+    set_switch(bench, "a.test", Switch.PAUSED, False)
+    daemon.rescan()
+    # Then it is back without another database read
+    assert "a.test" in daemon.timetable.sites and sorted(reads) == ["a.test", "b.test"]
+    # And a new registry version (bgcore migrate) is read from the database
+    bump_registry_version(bench, "a.test")
+    daemon.rescan()
+    assert sorted(reads) == ["a.test", "a.test", "b.test"]

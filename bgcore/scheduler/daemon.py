@@ -31,7 +31,7 @@ from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.errors import BgcoreError
 from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
-from bgcore.scheduler.loader import LoadResult, common_stamp, last_runs, load_site, site_stamp
+from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
 from bgcore.scheduler.overlap import blocked_events
 from bgcore.scheduler.switches import blocking_switch
@@ -73,6 +73,7 @@ class SchedulerDaemon:
         self.scheduler = schedule.Scheduler()
         self.watcher = HooksWatcher()
         self._tick_jobs: dict[float, schedule.Job] = {}
+        self._snapshots: dict[str, RegistrySnapshot] = {}
         self._hooks_paths: dict[str, Path] = {}
         self._warned: set[tuple[str, str]] = set()
 
@@ -83,12 +84,13 @@ class SchedulerDaemon:
         for gone in set(self.stamps) - set(names):
             self.timetable.drop_site(gone)
             del self.stamps[gone]
+            self._snapshots.pop(gone, None)
             logger.info("site removed from the scheduler site=%s", gone)
         versions = self.redis.mget([keys.registry_version(self.bench.bench_id, n) for n in names]) if names else []
         common = common_stamp(self.bench)
         for name, version in zip(names, versions):
             if site_stamp(self.bench, name, version, common) != self.stamps.get(name):
-                self._apply(load_site(self.bench, name, version))
+                self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
         self.timetable.compact()
         self._sync_tick_jobs()
         self._check_hooks(set(self._hooks_paths.values()))
@@ -96,11 +98,15 @@ class SchedulerDaemon:
     def reload(self, name: str) -> None:
         """Load site ``name`` again now (after a switch changed)."""
         version = self.redis.get(keys.registry_version(self.bench.bench_id, name))
-        self._apply(load_site(self.bench, name, version))
+        self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
 
     def _apply(self, result: LoadResult) -> None:
         previous = self.stamps.get(result.name)
         self.stamps[result.name] = result.stamp
+        if result.snapshot is not None:
+            self._snapshots[result.name] = result.snapshot
+        else:
+            self._snapshots.pop(result.name, None)
         if result.state is None:
             self.timetable.drop_site(result.name)
             if result.switch is not None:

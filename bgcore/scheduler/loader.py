@@ -38,6 +38,7 @@ class LoadResult:
     state: SiteState | None = None
     switch: Switch | None = None
     error: str | None = None
+    snapshot: RegistrySnapshot | None = None
 
 
 def _mtime(path: Any) -> int:
@@ -81,31 +82,54 @@ def read_registry(bench: Bench, config: SiteConfig) -> tuple[list[Any], dict[str
         raise database.unavailable(exc) from exc
 
 
-def load_site(bench: Bench, name: str, version: Any) -> LoadResult:
-    """Load site ``name`` for the timetable; never raises for a broken site (``error`` says why)."""
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """What the daemon read from a site's registry at ``version`` (reused while it stays the same)."""
+
+    version: Any
+    events: dict[str, TimedEvent]
+    seeds: dict[str, float]
+    fingerprints: dict[str, str]
+
+
+def read_snapshot(bench: Bench, config: SiteConfig, version: Any) -> RegistrySnapshot:
+    """The site's active events, their last-run seeds and hooks fingerprints, from its database."""
+    events, fingerprints = read_registry(bench, config)
+    active = [e for e in events if not e.stopped]
+    return RegistrySnapshot(
+        version=version,
+        events={e.event_id: TimedEvent(event_id=e.event_id, method=e.method, queue=e.queue, cron=e.cron,
+                                       timeout=e.timeout, app=e.app, frequency=e.frequency) for e in active},
+        seeds={e.event_id: e.last_run_or_registration.timestamp() for e in active},
+        fingerprints=fingerprints,
+    )
+
+
+def load_site(bench: Bench, name: str, version: Any, cached: RegistrySnapshot | None = None) -> LoadResult:
+    """Load site ``name`` for the timetable; never raises for a broken site (``error`` says why).
+
+    The database is read only when ``cached`` is missing or was read at another
+    registry version: a switch or config edit costs a config read and one
+    Redis call, not a database connection.
+    """
     stamp = site_stamp(bench, name, version)
     try:
         config = bench.site_config(name)
         switch = blocking_switch(config)
         if switch is not None:
-            return LoadResult(name, stamp, switch=switch)
+            return LoadResult(name, stamp, switch=switch, snapshot=cached)
         interval = tick_interval(config)
         tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
         zone(tz)  # an unknown zone stops this site here, not every site's tick later
-        events, fingerprints = read_registry(bench, config)
         apps = config.installed_apps
+        reuse = cached is not None and version is not None and cached.version == version
+        snapshot = cached if reuse and cached is not None else read_snapshot(bench, config, version)
     except BgcoreError as exc:
         return LoadResult(name, stamp, error=str(exc))
-    timed = {
-        e.event_id: TimedEvent(event_id=e.event_id, method=e.method, queue=e.queue, cron=e.cron,
-                               timeout=e.timeout, app=e.app, frequency=e.frequency)
-        for e in events if not e.stopped
-    }
-    seeds = {e.event_id: e.last_run_or_registration.timestamp() for e in events if not e.stopped}
-    last = _last_runs(bench, name, seeds)
-    state = SiteState(name=name, tz=tz, interval=interval, events=timed, last=last, stamp=stamp,
-                      fingerprints=fingerprints, apps=apps)
-    return LoadResult(name, stamp, state=state)
+    last = _last_runs(bench, name, snapshot.seeds)
+    state = SiteState(name=name, tz=tz, interval=interval, events=snapshot.events, last=last, stamp=stamp,
+                      fingerprints=snapshot.fingerprints, apps=apps)
+    return LoadResult(name, stamp, state=state, snapshot=snapshot)
 
 
 def _last_runs(bench: Bench, site: str, seeds: dict[str, float]) -> dict[str, float]:
