@@ -75,6 +75,7 @@ class SchedulerDaemon:
         self._tick_jobs: dict[float, schedule.Job] = {}
         self._snapshots: dict[str, RegistrySnapshot] = {}
         self._hooks_paths: dict[str, Path] = {}
+        self._apps_seen: set[str] = set()
         self._warned: set[tuple[str, str]] = set()
 
     # -- sites ------------------------------------------------------------------
@@ -122,8 +123,9 @@ class SchedulerDaemon:
             return
         logger.info("site=%s %s: %d event(s), tick every %ss", result.name,
                     "reloaded" if previous else "loaded", len(result.state.events), result.state.interval)
-        new_apps = [a for a in result.state.apps if a not in self._hooks_paths]
+        new_apps = [a for a in result.state.apps if a not in self._apps_seen]
         if new_apps:
+            self._apps_seen.update(new_apps)
             paths, _ = current_fingerprints(new_apps)
             self._hooks_paths.update({app: path.resolve() for app, path in paths.items()})
             try:
