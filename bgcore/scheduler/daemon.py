@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -41,6 +42,8 @@ from bgcore.scheduler.watch import HooksWatcher, current_fingerprints, find_stal
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESCAN_SECONDS = 10.0
+# A site that failed to load (database down, bad config) is tried again this often.
+RETRY_FAILED_SECONDS = 60.0
 Clock = Callable[[], datetime]
 
 
@@ -77,6 +80,7 @@ class SchedulerDaemon:
         self._hooks_paths: dict[str, Path] = {}
         self._apps_seen: set[str] = set()
         self._warned: set[tuple[str, str]] = set()
+        self._failed: dict[str, float] = {}  # site -> monotonic time of its last failed load
 
     # -- sites ------------------------------------------------------------------
     def rescan(self) -> None:
@@ -86,11 +90,15 @@ class SchedulerDaemon:
             self.timetable.drop_site(gone)
             del self.stamps[gone]
             self._snapshots.pop(gone, None)
+            self._failed.pop(gone, None)
             logger.info("site removed from the scheduler site=%s", gone)
         versions = self.redis.mget([keys.registry_version(self.bench.bench_id, n) for n in names]) if names else []
         common = common_stamp(self.bench)
+        retry_before = time.monotonic() - RETRY_FAILED_SECONDS
         for name, version in zip(names, versions):
-            if site_stamp(self.bench, name, version, common) != self.stamps.get(name):
+            failed_at = self._failed.get(name)
+            if (site_stamp(self.bench, name, version, common) != self.stamps.get(name)
+                    or (failed_at is not None and failed_at < retry_before)):
                 self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
         self.timetable.compact()
         self._sync_tick_jobs()
@@ -104,6 +112,7 @@ class SchedulerDaemon:
     def _apply(self, result: LoadResult) -> None:
         previous = self.stamps.get(result.name)
         self.stamps[result.name] = result.stamp
+        self._failed.pop(result.name, None)
         if result.snapshot is not None:
             self._snapshots[result.name] = result.snapshot
         else:
@@ -113,7 +122,9 @@ class SchedulerDaemon:
             if result.switch is not None:
                 logger.info("site=%s scheduler stopped by %s", result.name, result.switch.value)
             else:
-                logger.warning("site=%s not scheduled: %s", result.name, result.error)
+                self._failed[result.name] = time.monotonic()
+                logger.warning("site=%s not scheduled (tried again in %ss or when it changes): %s",
+                               result.name, int(RETRY_FAILED_SECONDS), result.error)
             return
         try:
             self.timetable.put_site(result.state)
