@@ -272,3 +272,28 @@ def test_switches_and_config_edits_do_not_reopen_the_site_database(bench_dir: Be
     bump_registry_version(bench, "a.test")
     daemon.rescan()
     assert sorted(reads) == ["a.test", "a.test", "b.test"]
+
+
+def test_a_tick_that_fails_midway_is_retried_on_the_next_tick(bench_dir: BenchDir,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgcore.scheduler.daemon as daemon_module
+    from bgcore.scheduler.daemon import SchedulerDaemon
+
+    # Given a daemon with an hourly event due
+    daemon = SchedulerDaemon(bench_dir.bench())
+    daemon.timetable.put_site(site("a.test", TimedEvent("h", "testapp.tasks.noop", "default", "0 * * * *"),
+                                   last=at("2026-01-01T10:00:00").timestamp()))
+    daemon.lease.try_acquire()
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    # When Redis fails during the tick
+    monkeypatch.setattr(daemon_module, "enqueue_occurrences", down)
+    with pytest.raises(redis.ConnectionError):
+        daemon.tick(60.0, at("2026-01-01T11:00:05"))
+    monkeypatch.undo()
+    # Then the next tick enqueues the same slot
+    found = daemon.tick(60.0, at("2026-01-01T11:01:05"))
+    assert [(o.event_id, o.due) for o in found] == [("h", at("2026-01-01T11:00:00").timestamp())]
+    daemon.lease.release()

@@ -204,7 +204,13 @@ class SchedulerDaemon:
         due = self.timetable.due(interval, now)
         if not due:
             return []
-        return self.fire(due, now, interval)
+        try:
+            return self.fire(due, now, interval)
+        except Exception:
+            # Redis went away mid-tick: look at these events again next tick (their last
+            # run did not move, and claims keep whatever did go out from going out twice).
+            self.timetable.retry(due, now + timedelta(seconds=interval))
+            raise
 
     def fire(self, due: list[Occurrence], now: datetime, interval: float) -> list[Occurrence]:
         """Switch check, overlap check, then claim-and-enqueue for ``due``."""
