@@ -4,14 +4,17 @@ Anything touching Redis uses the session's real redis-server."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rq.job import Job
 
 from bgcore import keys
@@ -121,7 +124,7 @@ def test_a_refused_occurrence_is_reported_and_the_others_go_out(bench_dir: Bench
         (None, None, False),                 # registration expired
         ("1", "elsewhere", True),            # another host: trust the registration
         ("999999999", "HERE", False),        # this host, pid gone
-        (str(__import__("os").getpid()), "HERE", True),
+        (str(os.getpid()), "HERE", True),
     ],
 )
 def test_worker_liveness(pid: str | None, host: str | None, alive: bool) -> None:
@@ -297,3 +300,43 @@ def test_a_tick_that_fails_midway_is_retried_on_the_next_tick(bench_dir: BenchDi
     found = daemon.tick(60.0, at("2026-01-01T11:01:05"))
     assert [(o.event_id, o.due) for o in found] == [("h", at("2026-01-01T11:00:00").timestamp())]
     daemon.lease.release()
+
+
+CRON_CHOICES = ["*/7 * * * *", "0 * * * *", "30 2 * * *", "0 0 * * 0", "15 */3 * * *"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    crons=st.lists(st.sampled_from(CRON_CHOICES), min_size=1, max_size=4),
+    tz=st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata"]),
+    steps=st.lists(st.integers(min_value=1, max_value=6 * 3600), min_size=1, max_size=25),
+)
+def test_the_heap_timetable_agrees_with_checking_every_event_every_tick(
+    crons: list[str], tz: str, steps: list[int]
+) -> None:
+    from bgcore.scheduler.due import due_time
+
+    # Given events last run at a start time, and a naive model that checks every event on every tick
+    start = at("2026-03-28T20:00:00")
+    events = [TimedEvent(f"e{i}", "app.tasks.m", "default", cron) for i, cron in enumerate(crons)]
+    table = Timetable()
+    table.put_site(site("a.test", *events, last=start.timestamp(), tz=tz))
+    model_last = {e.event_id: start for e in events}
+    now = start
+    seen: set[tuple[str, float]] = set()
+    for step in steps:
+        now = now + timedelta(seconds=step)
+        # When the timetable ticks
+        found = table.due(60.0, now)
+        table.record(found)
+        # Then it emits exactly what the naive model finds due, each occurrence once
+        expected = {}
+        for event in events:
+            slot = due_time(event.cron or "", model_last[event.event_id], now, tz)
+            if slot is not None:
+                expected[event.event_id] = slot.timestamp()
+                model_last[event.event_id] = slot
+        assert {o.event_id: o.due for o in found} == expected
+        for occ in found:
+            assert (occ.event_id, occ.due) not in seen
+            seen.add((occ.event_id, occ.due))
