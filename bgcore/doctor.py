@@ -1,7 +1,9 @@
 """``bgcore doctor``: the health of a bench at a glance.
 
 Is Redis reachable, how many workers of this bench are alive per queue, how
-deep each queue is, how many jobs failed, and which sites have a problem.
+deep each queue is, how many jobs failed, and which sites have a problem: a
+broken config, a database that is unreachable or not migrated, or hooks that
+changed since the last ``bgcore migrate``.
 """
 
 from __future__ import annotations
@@ -86,10 +88,22 @@ def _workers_per_queue(bench: Bench) -> dict[str, int]:
 
 
 def _site_problems(bench: Bench) -> list[str]:
+    """One line per site problem, then one per app whose hooks are stale (one registry read per site)."""
+    from bgcore.scheduler.loader import read_registry
+    from bgcore.scheduler.watch import current_fingerprints, find_stale
+
     problems = []
+    stored: dict[str, dict[str, str]] = {}
+    installed: dict[str, tuple[str, ...]] = {}
+    bench.activate_import_path()
     for site in bench.site_names():
         try:
-            bench.site_config(site).installed_apps
+            config = bench.site_config(site)
+            apps = config.installed_apps
+            stored[site] = read_registry(bench, config)[1]
+            installed[site] = apps
         except BgcoreError as exc:
             problems.append(f"site {site}: {exc}")
+    paths, prints = current_fingerprints({app for apps in installed.values() for app in apps})
+    problems.extend(stale.message() for stale in find_stale(paths, prints, stored, installed))
     return problems

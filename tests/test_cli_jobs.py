@@ -11,7 +11,7 @@ import time
 import bgcore
 from bgcore.jobs import pending_jobs
 
-from tests.conftest import BGCORE_EXE, BenchDir
+from tests.conftest import BGCORE_EXE, FIXTURE_APPS, BenchDir
 
 
 def test_enqueue_then_show_pending_jobs_as_table_and_json(bench_dir: BenchDir) -> None:
@@ -98,3 +98,28 @@ def test_doctor_reports_a_broken_site_and_fails(bench_dir: BenchDir) -> None:
     listing = bench_dir.cli("sites", "--format", "json", check=True)
     rows = {r["site"]: r["config"] for r in json.loads(listing.stdout)}
     assert rows["a.test"] == "ok" and rows["broken.test"].startswith("ERROR:")
+
+
+def test_doctor_lists_unmigrated_sites_and_stale_hooks(bench_dir: BenchDir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Given an app with scheduler events, installed on a migrated site
+    app = tmp_path / "apps" / "stalapp"
+    app.mkdir(parents=True)
+    (app / "__init__.py").write_text("")
+    (app / "tasks.py").write_text("def tick():\n    pass\n")
+    (app / "hooks.py").write_text('scheduler_events = {"hourly": ["stalapp.tasks.tick"]}\n')
+    bench_dir.write_common(apps_path=[str(tmp_path / "apps"), str(FIXTURE_APPS)])
+    bench_dir.add_site("s.test", installed_apps=["stalapp"])
+    bench_dir.cli("migrate", "--site", "s.test", check=True)
+    fresh = json.loads(bench_dir.cli("doctor", "--format", "json").stdout)
+    assert not any("s.test" in p for p in fresh["problems"])
+    assert any(p.startswith("site a.test:") and "bgcore migrate" in p for p in fresh["problems"])
+    # When its hooks.py changes after the migrate
+    (app / "hooks.py").write_text('scheduler_events = {"daily": ["stalapp.tasks.tick"]}\n')
+    result = bench_dir.cli("doctor")
+    # Then doctor names the app, the file and the site, and fails
+    assert result.returncode == 1
+    assert "hooks of app 'stalapp' changed since the last migrate" in result.stdout
+    assert "s.test" in result.stdout and "run 'bgcore migrate'" in result.stdout
+    bench_dir.cli("migrate", "--site", "s.test", check=True)
+    after = json.loads(bench_dir.cli("doctor", "--format", "json").stdout)
+    assert not any("stalapp" in p for p in after["problems"])
