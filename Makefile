@@ -16,7 +16,8 @@ $(BIN)/bgcore: pyproject.toml
 setup: $(BIN)/bgcore
 
 demo: setup
-	$(BIN)/bgcore --bench . start --demo 5
+	$(BIN)/bgcore --bench . migrate
+	$(BIN)/bgcore --bench . start
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

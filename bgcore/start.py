@@ -56,7 +56,7 @@ def child_commands(bench: Bench, with_scheduler: bool) -> list[Child]:
     return children
 
 
-def run_bench(bench: Bench, *, with_scheduler: bool, demo_every: float = 0.0) -> None:
+def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
     """Run the bench until SIGINT/SIGTERM; see the module docstring."""
     stop = threading.Event()
 
@@ -75,8 +75,6 @@ def run_bench(bench: Bench, *, with_scheduler: bool, demo_every: float = 0.0) ->
         children = child_commands(bench, with_scheduler)
         for child in children:
             child.spawn()
-        if demo_every:
-            threading.Thread(target=_demo_feed, args=(bench, stop, demo_every), daemon=True).start()
         _supervise(children, stop)
     finally:
         _stop_children(children)
@@ -113,18 +111,3 @@ def _stop_children(children: list[Child]) -> None:
             child.proc.kill()
             child.proc.wait()
     logger.info("all workers stopped")
-
-
-def _demo_feed(bench: Bench, stop: threading.Event, every: float) -> None:
-    """Enqueue ``demo_app.tasks.fan_out`` in every site (the demo without a scheduler)."""
-    from bgcore.context import site_context
-    from bgcore.enqueue import enqueue
-    from bgcore.errors import BgcoreError
-
-    while not stop.wait(every):
-        for site in bench.site_names():
-            try:
-                with site_context(bench, site):
-                    enqueue("demo_app.tasks.fan_out", queue="short")
-            except BgcoreError as exc:
-                logger.error("demo feed site=%s: %s", site, exc)

@@ -13,13 +13,11 @@ from bgcore.start import run_bench
 
 @click.command()
 @click.option("--no-scheduler", is_flag=True, help="Run only Redis and the workers.")
-@click.option("--demo", "demo_every", type=float, default=0.0, metavar="SECONDS",
-              help="Also enqueue demo_app.tasks.fan_out in every site every SECONDS (demo bench).")
 @pass_state
-def start(state: CliState, no_scheduler: bool, demo_every: float) -> None:
+def start(state: CliState, no_scheduler: bool) -> None:
     """Run the bench: private Redis (if needed), workers and the scheduler. Ctrl-C stops it."""
     with_scheduler = not no_scheduler and "schedule" in main.commands
-    run_bench(state.bench, with_scheduler=with_scheduler, demo_every=demo_every)
+    run_bench(state.bench, with_scheduler=with_scheduler)
 
 
 @click.command()
