@@ -247,9 +247,10 @@ def test_cron_events_catch_up_once_and_a_restart_does_not_repeat_them(bench_dir:
     sched = make_sched_bench(bench_dir, ["every"])
     text = sched.hooks.read_text().replace('{"all":', f'{{"hourly": ["{sched.app}.tasks.every2"], "all":')
     sched.hooks.write_text(text)
+    before = datetime.now(timezone.utc)  # the daemons' own clock: nothing is due yet then
     sched.migrate()
     later = (datetime.now(timezone.utc) + timedelta(hours=5)).replace(minute=30, second=0, microsecond=0)
-    daemon = SchedulerDaemon(sched.dir.bench())
+    daemon = SchedulerDaemon(sched.dir.bench(), clock=lambda: before)
     daemon.rescan()
     daemon.lease_step()
     # When the daemon ticks five hours later (four or five missed hourly slots)
@@ -265,7 +266,7 @@ def test_cron_events_catch_up_once_and_a_restart_does_not_repeat_them(bench_dir:
     sched.dir.cli("worker", "--burst", check=True)
     # And a restarted daemon (state from Redis) repeats neither that tick's bucket nor the hourly slot
     daemon.lease.release()
-    again = SchedulerDaemon(sched.dir.bench())
+    again = SchedulerDaemon(sched.dir.bench(), clock=lambda: before)
     again.rescan()
     again.lease_step()
     assert again.tick(1.0, later + timedelta(seconds=10)) == []
