@@ -95,11 +95,16 @@ class SchedulerDaemon:
         versions = self.redis.mget([keys.registry_version(self.bench.bench_id, n) for n in names]) if names else []
         common = common_stamp(self.bench)
         retry_before = time.monotonic() - RETRY_FAILED_SECONDS
+        loaded = 0
         for name, version in zip(names, versions):
             failed_at = self._failed.get(name)
             if (site_stamp(self.bench, name, version, common) != self.stamps.get(name)
                     or (failed_at is not None and failed_at < retry_before)):
                 self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+                loaded += 1
+        if loaded:
+            logger.info("rescan: %d site(s) (re)loaded; %d of %d sites scheduled", loaded,
+                        len(self.timetable.sites), len(names))
         self.timetable.compact()
         self._sync_tick_jobs()
         self._check_hooks(set(self._hooks_paths.values()))
@@ -132,8 +137,9 @@ class SchedulerDaemon:
             self.timetable.drop_site(result.name)
             logger.error("site=%s not scheduled: %s", result.name, exc)
             return
-        logger.info("site=%s %s: %d event(s), tick every %ss", result.name,
-                    "reloaded" if previous else "loaded", len(result.state.events), result.state.interval)
+        logger.log(logging.INFO if previous else logging.DEBUG, "site=%s %s: %d event(s), tick every %ss",
+                   result.name, "reloaded" if previous else "loaded", len(result.state.events),
+                   result.state.interval)
         new_apps = [a for a in result.state.apps if a not in self._apps_seen]
         if new_apps:
             self._apps_seen.update(new_apps)
