@@ -110,11 +110,12 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
     redis = bench.redis()
     last_runs = redis.hgetall(keys.scheduler_last_run(bench.bench_id, site))
     last_jobs = {k.decode(): v.decode() for k, v in redis.hgetall(keys.scheduler_last_job(bench.bench_id, site)).items()}
-    ids = [last_jobs.get(e.event_id) for e in events]
+    ids = [job_id for job_id in (last_jobs.get(e.event_id) for e in events) if job_id]
     with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hget(Job.key_for(job_id) if job_id else "bgcore:none", "status")
-        statuses = [_text(s) for s in pipe.execute()]
+            pipe.hget(Job.key_for(job_id), "status")
+        by_job = {job_id: _text(s) for job_id, s in zip(ids, pipe.execute())}
+    statuses = [by_job.get(last_jobs.get(e.event_id, "")) for e in events]
     rows = []
     for event, status in zip(events, statuses):
         stored = last_runs.get(event.event_id.encode())
