@@ -124,6 +124,7 @@ def memory() -> None:
 def burst() -> None:
     from bgcore.bench import Bench
     from bgcore.scheduler.daemon import SchedulerDaemon
+    from bgcore.rqbridge import rq_queue
     from bgcore.scheduler.loader import site_stamp
     from bgcore.scheduler.timetable import SiteState, TimedEvent, Timetable
 
@@ -153,7 +154,7 @@ def burst() -> None:
         due = table.due(60.0, now)
         enqueued = daemon.fire(due, now, 60.0)
         seconds = time.perf_counter() - started
-        queued = bench.redis().llen("rq:queue:" + f"{bench.bench_id}:default")
+        queued = rq_queue(bench, "default").count
         print(f"midnight burst: {len(due):,} due -> {len(enqueued):,} enqueued ({queued:,} in the queue) "
               f"in {seconds:.2f} s = {len(enqueued) / seconds:,.0f} jobs/s (target < 10 s)")
         started = time.perf_counter()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from rq.job import Job
 
 from bgcore import keys
-from bgcore.rqbridge import SERIALIZER
+from bgcore.rqbridge import SERIALIZER, rq_queue
 from bgcore.scheduler.lease import Lease, current_holder, lease_seconds, new_holder
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences, occurrence_id
 from bgcore.scheduler.overlap import blocked_events, worker_alive
@@ -106,8 +106,7 @@ def test_racing_daemons_enqueue_each_occurrence_once(bench_dir: BenchDir, redis_
         t.join()
     enqueued = [o for r in reports for o in r.enqueued]
     assert sorted(o.due for o in enqueued) == sorted(o.due for o in batch)
-    queue = keys.queue_name(bench_dir.bench().bench_id, "default")
-    assert redis_client.llen(f"rq:queue:{queue}") == len(batch)
+    assert rq_queue(bench_dir.bench(), "default").count == len(batch)
 
 
 def test_a_refused_occurrence_is_reported_and_the_others_go_out(bench_dir: BenchDir) -> None:
