@@ -43,8 +43,14 @@ def start(bench: BenchDir, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         proc = subprocess.Popen([BGCORE_EXE, "start", "--no-scheduler"], env=env, stdout=out, stderr=out)
     state = bench.path / ".bgcore" / "redis.json"
-    wait_for(lambda: state.exists() and bench.cli("doctor", "--format", "json").returncode == 0, what="bench start")
+    wait_for(lambda: state.exists() and redis_ok(bench), what="bench start")
     return proc
+
+
+def redis_ok(bench: BenchDir) -> bool:
+    """Doctor reaches the private Redis (it may still report unmigrated sites: exit 1)."""
+    result = bench.cli("doctor", "--format", "json")
+    return bool(result.stdout) and json.loads(result.stdout)["redis_ok"] is True
 
 
 def test_start_runs_private_redis_and_workers_and_stops_without_losing_jobs(
