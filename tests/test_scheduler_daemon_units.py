@@ -339,3 +339,22 @@ def test_the_heap_timetable_agrees_with_checking_every_event_every_tick(
         for occ in found:
             assert (occ.event_id, occ.due) not in seen
             seen.add((occ.event_id, occ.due))
+
+
+def test_a_long_batch_stops_between_chunks_when_told_to(bench_dir: BenchDir) -> None:
+    batch = [occ("a.test", float(60 * i)) for i in range(1, 11)]
+    answers = iter([True, False])
+    report = enqueue_occurrences(bench_dir.bench(), batch, batch_size=4, keep_going=lambda: next(answers))
+    assert report.enqueued == batch[:8] and report.skipped == batch[8:]
+
+
+def test_a_daemon_that_lost_its_lease_mid_tick_leaves_the_rest(bench_dir: BenchDir,
+                                                               redis_client: redis.Redis) -> None:
+    from bgcore.scheduler.daemon import SchedulerDaemon
+
+    daemon = SchedulerDaemon(bench_dir.bench())
+    daemon.lease_step()
+    assert daemon.leading and daemon._keep_lease()
+    redis_client.delete(keys.scheduler_lease(bench_dir.bench().bench_id))  # lapsed; another may take it
+    daemon._renewed_at -= daemon.lease.renew_every
+    assert not daemon._keep_lease() and not daemon.leading

@@ -73,6 +73,7 @@ class SchedulerDaemon:
         self.timetable = Timetable()
         self.stamps: dict[str, tuple[object, ...]] = {}
         self.leading = False
+        self._renewed_at = 0.0  # monotonic time of the last successful acquire/renew
         self.scheduler = schedule.Scheduler()
         self.watcher = HooksWatcher()
         self._tick_jobs: dict[float, schedule.Job] = {}
@@ -179,7 +180,10 @@ class SchedulerDaemon:
     # -- leadership -------------------------------------------------------------
     def lease_step(self) -> None:
         """Renew the lease (leader) or try to take it (standby)."""
-        held = self.lease.renew() if self.leading else self.lease.try_acquire()
+        started = time.monotonic()
+        held = self.lease.renew(started) if self.leading else self.lease.try_acquire(started)
+        if held:
+            self._renewed_at = started
         if held and not self.leading:
             self.leading = True
             logger.warning("scheduler leading bench=%s holder=%s", self.bench.bench_id, self.lease.holder)
@@ -243,15 +247,28 @@ class SchedulerDaemon:
             logger.info("site=%s event=%s method=%s: last run still queued or running; not queued again",
                         occ.site, occ.event_id, occ.method)
         self.timetable.retry(wait, now + timedelta(seconds=interval))
-        report = enqueue_occurrences(self.bench, go)
+        report = enqueue_occurrences(self.bench, go, keep_going=self._keep_lease)
+        self.timetable.retry(report.skipped, now + timedelta(seconds=interval))
         self.timetable.record(report.enqueued + report.already_claimed + [o for o, _ in report.failed])
         for occ in report.enqueued:
             logger.debug("enqueued site=%s job=%s event=%s method=%s", occ.site, occ.rq_job_id, occ.event_id,
                          occ.method)
-        if report.enqueued or report.failed:
-            logger.info("tick every %ss: %d enqueued, %d held back (still running), %d already claimed, %d refused",
-                        interval, len(report.enqueued), len(wait), len(report.already_claimed), len(report.failed))
+        if report.enqueued or report.failed or report.skipped:
+            logger.info("tick every %ss: %d enqueued, %d held back (still running), %d already claimed, "
+                        "%d refused, %d left for the next tick", interval, len(report.enqueued), len(wait),
+                        len(report.already_claimed), len(report.failed), len(report.skipped))
         return report.enqueued
+
+    def _keep_lease(self) -> bool:
+        """Between chunks of a long tick: renew the lease when due; False once it is lost."""
+        moment = time.monotonic()
+        if moment - self._renewed_at >= self.lease.renew_every:
+            if not self.lease.renew(moment):
+                self.leading = False
+                logger.warning("scheduler lost the lease mid-tick bench=%s; standing by", self.bench.bench_id)
+                return False
+            self._renewed_at = moment
+        return self.lease.valid(moment)
 
     # -- loop -------------------------------------------------------------------
     def _guard(self, step: Callable[..., Any], *args: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,20 +68,27 @@ class EnqueueReport:
     enqueued: list[Occurrence] = field(default_factory=list)
     already_claimed: list[Occurrence] = field(default_factory=list)
     failed: list[tuple[Occurrence, str]] = field(default_factory=list)
+    skipped: list[Occurrence] = field(default_factory=list)  # not tried: ``keep_going`` said stop
 
 
 def enqueue_occurrences(
-    bench: Bench, occurrences: Sequence[Occurrence], *, ttl: int = OCCURRENCE_TTL, batch_size: int = BATCH_SIZE
+    bench: Bench, occurrences: Sequence[Occurrence], *, ttl: int = OCCURRENCE_TTL, batch_size: int = BATCH_SIZE,
+    keep_going: Callable[[], bool] | None = None,
 ) -> EnqueueReport:
     """Claim and enqueue each occurrence unless some daemon already did.
 
     Each job goes through :func:`bgcore.enqueue` inside its site, marked as a
     run of its event (the worker logs it). An occurrence whose enqueue is
     refused (method gone, app uninstalled, broken site config) is reported in
-    ``failed`` and logged at ERROR; the others still go out.
+    ``failed`` and logged at ERROR; the others still go out. ``keep_going`` is
+    asked before every chunk after the first (the daemon renews its lease
+    there); when it answers False the rest is left in ``skipped``.
     """
     report = EnqueueReport()
     for start in range(0, len(occurrences), batch_size):
+        if start and keep_going is not None and not keep_going():
+            report.skipped.extend(occurrences[start:])
+            break
         _enqueue_chunk(bench, occurrences[start:start + batch_size], ttl, report)
     return report
 
