@@ -38,7 +38,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from bgcore.processes import free_port, wait_for_redis
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_APPS = REPO / "fixtures" / "apps"
@@ -61,21 +62,13 @@ WARMUP_JOBS = 200
 
 
 # -- a private redis-server -----------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def redis_server(workdir: Path) -> Iterator[str]:
     """Run ``redis-server`` from PATH on a free loopback port; yield its URL; stop it by PID."""
-    import redis
-
     exe = shutil.which("redis-server")
     if exe is None:
         raise SystemExit("redis-server is not on PATH; the benchmark needs a real Redis server")
-    port = _free_port()
+    port = free_port()
     data = workdir / "redis"
     data.mkdir()
     # Own session: a Ctrl-C in the terminal reaches only us; we stop the server ourselves.
@@ -86,17 +79,8 @@ def redis_server(workdir: Path) -> Iterator[str]:
     )
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"redis-server on port {port} did not start") from None
-                time.sleep(0.05)
-        client.close()
+        if not wait_for_redis(url, proc):
+            raise SystemExit(f"redis-server on port {port} did not start")
         yield url
     finally:
         if proc.poll() is None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
 
 from bgcore.errors import RedisUnavailable
+from bgcore.processes import free_port, pid_alive, wait_for_redis
 
 if TYPE_CHECKING:
     from bgcore.bench import Bench
@@ -46,24 +45,8 @@ def find_redis_server() -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _state_file(bench: Bench) -> Path:
     return bench.state_path / STATE_FILE
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def running_url(bench: Bench) -> str | None:
@@ -72,7 +55,7 @@ def running_url(bench: Bench) -> str | None:
         state = json.loads(_state_file(bench).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(state, dict) or not _alive(int(state.get("pid", 0)) or -1):
+    if not isinstance(state, dict) or not pid_alive(int(state.get("pid", 0)) or -1):
         return None
     return str(state["url"])
 
@@ -103,19 +86,9 @@ def start(bench: Bench, timeout: float = 10.0) -> subprocess.Popen[bytes]:
         start_new_session=True,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RedisUnavailable(
-                    f"private redis-server did not start; see {data_dir / 'redis.log'}"
-                ) from None
-            time.sleep(0.05)
+    if not wait_for_redis(url, proc, timeout):
+        proc.kill()
+        raise RedisUnavailable(f"private redis-server did not start; see {data_dir / 'redis.log'}")
     _state_file(bench).write_text(json.dumps({"url": url, "pid": proc.pid}))
     return proc
 

@@ -10,10 +10,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +20,11 @@ from typing import Any
 import pytest
 import redis
 
+from bgcore.processes import free_port, wait_for_redis
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_APPS = REPO / "fixtures" / "apps"
 BGCORE_EXE = str(Path(sys.executable).parent / "bgcore")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -47,17 +41,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
+    if not wait_for_redis(url, proc):
+        proc.kill()
+        pytest.fail("redis-server did not start")
     yield url
     proc.send_signal(signal.SIGTERM)
     try:

@@ -23,7 +23,6 @@ from bgcore.errors import (
     DocumentNotFound,
     InvalidArgument,
     NoSiteContext,
-    SiteExists,
     UnknownDoctype,
 )
 from bgcore.migrate import migrate_site

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bgcore.processes import pid_alive
 from tests.conftest import BGCORE_EXE, BenchDir
 
 
@@ -21,14 +22,6 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ when it registered from this host and its pid no longer exists.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from datetime import datetime
 from collections.abc import Iterable, Mapping
@@ -30,6 +29,7 @@ from rq.worker import Worker
 
 from bgcore import keys
 from bgcore.bench import Bench
+from bgcore.processes import pid_alive
 from bgcore.rqbridge import SERIALIZER
 
 logger = logging.getLogger(__name__)
@@ -41,17 +41,6 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def worker_alive(pid: str | None, hostname: str | None, *, this_host: str) -> bool:

@@ -1,0 +1,45 @@
+"""Small process helpers shared by the private Redis, the scheduler, tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import redis
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this host (even one we may not signal)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    """Wait until the Redis that ``proc`` runs at ``url`` answers; False if it exits or times out."""
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return True
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+    finally:
+        client.close()
