@@ -48,6 +48,8 @@ class CliState:
 
 pass_state = click.make_pass_decorator(CliState)
 
+LONG_RUNNING = frozenset({"worker", "schedule", "start"})
+
 
 @click.group(cls=BgcoreGroup)
 @click.option("--bench", "bench_dir", metavar="DIR", envvar="BGCORE_BENCH",
@@ -57,8 +59,10 @@ pass_state = click.make_pass_decorator(CliState)
 @click.pass_context
 def main(ctx: click.Context, bench_dir: str | None, verbose: bool) -> None:
     """bgcore: background jobs and a scheduler for a bench of sites."""
+    # Daemons log their progress; one-shot commands print their result and log only problems.
+    quiet_level = logging.INFO if ctx.invoked_subcommand in LONG_RUNNING else logging.WARNING
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else quiet_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = CliState(bench_dir, verbose)
