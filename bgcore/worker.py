@@ -82,6 +82,8 @@ def run_worker(bench: Bench, queues: str | None = None, *, burst: bool = False, 
     """Work on ``queues`` until stopped (or, with ``burst``, until they are empty)."""
     worker = make_worker(bench, queues)
     bench.activate_import_path()
+    if quiet:
+        logging.getLogger("bgcore").setLevel(logging.WARNING)
     token = _serving.set(bench)
     try:
         return bool(worker.work(burst=burst, logging_level="WARNING" if quiet else "INFO"))
