@@ -33,9 +33,9 @@ def read_json_config(path: Path, *, required: bool) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
+        spared = "" if path.name == COMMON_CONFIG else " (other sites keep working meanwhile)"
         raise ConfigError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
-            "fix the file (other sites keep working meanwhile)"
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; fix the file{spared}"
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must hold a JSON object ({{...}}), found {type(data).__name__}")

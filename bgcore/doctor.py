@@ -9,17 +9,20 @@ changed since the last ``bgcore migrate``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+import socket
 from typing import Any
 
 from redis import RedisError
-from rq import Worker
+from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.connection import redis_url
 from bgcore.errors import BgcoreError
-from bgcore.rqbridge import rq_queue
+from bgcore.queues import DEFAULT_TIMEOUTS
+from bgcore.rqbridge import SERIALIZER, rq_queue
+from bgcore.scheduler.overlap import worker_alive
 
 
 @dataclass
@@ -57,11 +60,17 @@ def diagnose(bench: Bench) -> DoctorReport:
         return DoctorReport(redis_url="(none)", redis_ok=False, redis_error=str(exc), problems=_site_problems(bench))
     report = DoctorReport(redis_url=url, redis_ok=True)
     try:
+        queues = [rq_queue(bench, name) for name in bench.queues]
+    except BgcoreError as exc:  # a broken 'workers' key: report it, look at the default queues
+        report.problems.append(str(exc))
+        queues = [Queue(keys.queue_name(bench.bench_id, name), connection=bench.redis(), serializer=SERIALIZER)
+                  for name in DEFAULT_TIMEOUTS]
+    try:
         connection = bench.redis()
         connection.ping()
         workers_per_queue = _workers_per_queue(bench)
-        for name in bench.queues:
-            queue = rq_queue(bench, name)
+        for queue in queues:
+            name = queue.name.removeprefix(keys.queue_prefix(bench.bench_id))
             report.queues.append(QueueHealth(
                 name=name,
                 workers=workers_per_queue.get(queue.name, 0),
@@ -77,10 +86,17 @@ def diagnose(bench: Bench) -> DoctorReport:
 
 
 def _workers_per_queue(bench: Bench) -> dict[str, int]:
-    """Live workers of this bench only, counted per RQ queue name."""
+    """Live workers of this bench only, counted per RQ queue name.
+
+    A registration outlives a killed worker until its TTL expires; on this host
+    the worker's pid tells at once whether it is still there.
+    """
     prefix = keys.queue_prefix(bench.bench_id)
+    this_host = socket.gethostname()
     counts: dict[str, int] = {}
     for worker in Worker.all(connection=bench.redis()):
+        if not worker_alive(str(worker.pid) if worker.pid else None, worker.hostname, this_host=this_host):
+            continue
         for name in worker.queue_names():
             if name.startswith(prefix):
                 counts[name] = counts.get(name, 0) + 1
@@ -103,7 +119,8 @@ def _site_problems(bench: Bench) -> list[str]:
             stored[site] = read_registry(bench, config)[1]
             installed[site] = apps
         except BgcoreError as exc:
-            problems.append(f"site {site}: {exc}")
+            message = str(exc)
+            problems.append(message if site in message else f"site {site}: {message}")
     paths, prints = current_fingerprints({app for apps in installed.values() for app in apps})
     problems.extend(stale.message() for stale in find_stale(paths, prints, stored, installed))
     return problems

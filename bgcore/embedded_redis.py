@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from bgcore.errors import RedisUnavailable
-from bgcore.processes import free_port, pid_alive, wait_for_redis
+from bgcore.processes import die_with_parent, free_port, pid_alive, wait_for_redis
 
 if TYPE_CHECKING:
     from bgcore.bench import Bench
@@ -84,6 +84,7 @@ def start(bench: Bench, timeout: float = 10.0) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent,  # redis saves and exits on SIGTERM
     )
     url = f"redis://127.0.0.1:{port}/0"
     if not wait_for_redis(url, proc, timeout):

@@ -21,7 +21,7 @@ from rq.job import Job, JobStatus
 
 from bgcore import keys
 from bgcore.context import SiteContext, current
-from bgcore.errors import DuplicateJob
+from bgcore.errors import DuplicateJob, InvalidArgument
 from bgcore.methods import check_app_installed, method_path, resolve
 from bgcore.queues import check_queue
 from bgcore.rqbridge import rq_queue
@@ -88,14 +88,19 @@ def enqueue(
         return resolve(path)(**kwargs)
     _check_resolvable(ctx, path)
     if deduplicate and not job_id:
-        raise DuplicateJob("deduplicate=True needs a job_id= naming the job to keep unique")
+        raise InvalidArgument("deduplicate needs a job id (job_id= in Python, --job-id on the command line)")
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0):
+        raise InvalidArgument(f"timeout must be a positive number of seconds, found {timeout!r}")
+    # An explicit id is unique among the site's queued and running jobs, with or without
+    # deduplicate: reusing it must never overwrite a job that has not run yet.
+    unique = deduplicate or job_id is not None
     local_id = keys.check_local_id(job_id) if job_id else uuid.uuid4().hex
     rq_id = keys.job_id(ctx.site, local_id)
     payload: dict[str, Any] = {"site": ctx.site, "method": path, "kwargs": kwargs, "user": ctx.user, "job_name": job_name}
     if _log_event:
         payload.update(log=True, event=_log_event)
     rq_q = rq_queue(ctx.bench, spec.name)
-    if deduplicate:
+    if unique:
         free = ctx.bench.redis().eval(_FREE_FINISHED_ID, 1, Job.key_for(rq_id))
         if not free:
             raise _duplicate(ctx.site, local_id)
@@ -103,7 +108,7 @@ def enqueue(
         # The id is known now; the job reaches Redis only when the site's transaction commits.
         job = rq_q.create_job(EXECUTE_JOB, kwargs=payload, timeout=timeout or spec.timeout, job_id=rq_id,
                               description=job_name or path, status=JobStatus.QUEUED)
-        ctx.db.after_commit(lambda: _push(rq_q, job, ctx.site, at_front, deduplicate))
+        ctx.db.after_commit(lambda: _push(rq_q, job, ctx.site, at_front, unique))
         logger.debug("held until commit site=%s job=%s method=%s", ctx.site, rq_id, path)
         return job
     try:
@@ -114,7 +119,7 @@ def enqueue(
             job_id=rq_id,
             at_front=at_front,
             description=job_name or path,
-            unique=deduplicate,
+            unique=unique,
             pipeline=_pipeline,
         )
     except DuplicateJobError:

@@ -58,7 +58,10 @@ def resolve(path: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise UnknownMethod(f"unknown method {path}: module {exc.name!r} cannot be imported") from None
+        hint = ""
+        if exc.name == app_of(path):
+            hint = "; is the app on the import path ('apps_path' in sites/common_site_config.json, or installed)?"
+        raise UnknownMethod(f"unknown method {path}: module {exc.name!r} cannot be imported{hint}") from None
     except Exception as exc:  # the app's own import-time error
         raise UnknownMethod(
             f"unknown method {path}: importing {module_name} failed with {type(exc).__name__}: {exc}"
@@ -66,9 +69,15 @@ def resolve(path: str) -> Callable[..., Any]:
     target = getattr(module, attr, None)
     if target is None:
         names = [n for n in dir(module) if not n.startswith("_")]
-        hint = difflib.get_close_matches(attr, names, n=1)
-        did_you_mean = f"; did you mean {module_name}.{hint[0]}?" if hint else ""
+        close = difflib.get_close_matches(attr, names, n=1)
+        did_you_mean = f"; did you mean {module_name}.{close[0]}?" if close else ""
         raise UnknownMethod(f"unknown method {path}: {module_name} has no {attr!r}{did_you_mean}")
     if not callable(target):
         raise UnknownMethod(f"unknown method {path}: it is a {type(target).__name__}, not a function")
+    owner = getattr(target, "__module__", None) or "?"
+    if app_of(owner) not in (app_of(path), *ALWAYS_ALLOWED):
+        raise UnknownMethod(
+            f"method {path} is {owner}.{attr}, defined outside app {app_of(path)!r}: a job may only call "
+            "functions defined in its app; wrap the call in a function of the app"
+        )
     return target  # type: ignore[no-any-return]

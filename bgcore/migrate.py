@@ -118,8 +118,11 @@ def migrate_bench(bench: Bench, sites: list[str] | None = None) -> list[MigrateR
     for site in sites if sites is not None else bench.site_names():
         try:
             reports.append(migrate_site(bench, site))
-        except Exception as exc:  # one broken site must not stop the others
-            logger.error("migrate failed site=%s: %s", site, exc, exc_info=not isinstance(exc, BgcoreError))
+        except BgcoreError as exc:  # one broken site must not stop the others; the report says why
+            logger.info("migrate failed site=%s: %s", site, exc)
+            reports.append(MigrateReport(site=site, error=str(exc)))
+        except Exception as exc:  # a bug, not bad input: keep the traceback
+            logger.error("migrate failed site=%s: %s", site, exc, exc_info=True)
             reports.append(MigrateReport(site=site, error=f"{type(exc).__name__}: {exc}"))
     return reports
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 
 import redis
@@ -43,3 +46,21 @@ def wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.
                 time.sleep(0.05)
     finally:
         client.close()
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children of a supervisor: on Linux, SIGTERM them when it dies.
+
+    Elsewhere (or if prctl is unavailable) it does nothing: the supervisor's own
+    shutdown still stops its children.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass

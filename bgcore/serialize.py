@@ -1,13 +1,14 @@
 """JSON job payloads: checked at enqueue time, never pickled.
 
 Job arguments must be JSON values (str, int, float, bool, None, lists and
-dicts with string keys). A value that is not fails at enqueue time with the
+dicts with string keys; finite numbers only). A value that is not fails at enqueue time with the
 path of the offending argument, e.g. ``kwargs['items'][2]``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from bgcore.errors import SerializationError
@@ -16,6 +17,8 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def _find_bad(value: Any, where: str) -> tuple[str, Any] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, (list, tuple)):
@@ -47,8 +50,6 @@ def check_json(kwargs: dict[str, Any], method: str) -> None:
         pass
     for name, value in kwargs.items():
         found = _find_bad(value, name)
-        if found is None and isinstance(value, float) and value != value:
-            found = (name, value)
         if found:
             where, bad = found
             raise SerializationError(
@@ -56,4 +57,4 @@ def check_json(kwargs: dict[str, Any], method: str) -> None:
                 f"({type(bad).__name__}: {bad!r:.80}); pass JSON values (str, number, bool, None, "
                 "list, dict with str keys), e.g. a document name instead of the document"
             )
-    raise SerializationError(f"the arguments of {method} cannot be serialised as JSON (NaN or infinity?)")
+    raise SerializationError(f"the arguments of {method} cannot be serialised as JSON")

@@ -4,13 +4,18 @@ It runs the bench's private Redis when ``redis_queue`` is not set, the workers
 the config asks for (``background_workers`` per queue, default 1) and the
 scheduler daemon, restarts a child that dies, and on Ctrl-C (SIGINT) or
 SIGTERM stops them gracefully: workers finish their current job (RQ's warm
-shutdown), queued jobs stay in Redis, and the private Redis saves its
-append-only file before it exits.
+shutdown) for up to ``shutdown_grace_seconds`` (bench config, default 30);
+a job still running then is stopped (RQ's cold shutdown kills its work
+horse; RQ records it as failed when it cleans its started registry). Queued
+jobs stay in Redis, and the private Redis saves its append-only file before
+it exits. On Linux every child also gets SIGTERM if this supervisor itself
+dies, so no worker or Redis is left behind.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -22,10 +27,13 @@ from types import FrameType
 from bgcore import embedded_redis
 from bgcore.bench import Bench
 from bgcore.connection import ping
+from bgcore.errors import ConfigError
+from bgcore.processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 30.0
+COLD_STOP_SECONDS = 10.0
 RESTART_BACKOFF = 2.0
 
 
@@ -39,7 +47,7 @@ class Child:
     started_at: float = field(default=0.0)
 
     def spawn(self) -> None:
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=die_with_parent)
         self.started_at = time.monotonic()
         logger.info("started %s pid=%s", self.name, self.proc.pid)
 
@@ -64,6 +72,7 @@ def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
         logger.info("received %s, shutting down gracefully", signal.Signals(signum).name)
         stop.set()
 
+    grace = shutdown_grace(bench)
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     redis_proc = None
     children: list[Child] = []
@@ -77,7 +86,7 @@ def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
             child.spawn()
         _supervise(children, stop)
     finally:
-        _stop_children(children)
+        _stop_children(children, grace)
         if redis_proc is not None:
             embedded_redis.stop(bench, redis_proc)
             logger.info("private Redis stopped; queued jobs are kept in %s", bench.state_path / "redis")
@@ -96,18 +105,52 @@ def _supervise(children: list[Child], stop: threading.Event) -> None:
                 child.spawn()
 
 
-def _stop_children(children: list[Child]) -> None:
+def _stop_children(children: list[Child], grace: float) -> None:
+    """Warm stop (SIGTERM), after ``grace`` a cold stop (SIGTERM again), then SIGKILL."""
+    running = _signal_all(children, signal.SIGTERM)
+    late = _wait_all(running, grace)
+    if late:
+        logger.warning("%s still busy after %ss; stopping their jobs (cold shutdown)",
+                       ", ".join(c.name for c in late), grace)
+        late = _wait_all(_signal_all(late, signal.SIGTERM), COLD_STOP_SECONDS)
+    for child in late:
+        assert child.proc is not None
+        logger.error("%s did not stop; killing its process group", child.name)
+        try:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.proc.wait()
+    logger.info("all workers stopped")
+
+
+def _signal_all(children: list[Child], sig: signal.Signals) -> list[Child]:
     running = [c for c in children if c.proc is not None and c.proc.poll() is None]
     for child in running:
         assert child.proc is not None
-        child.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
-    for child in running:
+        child.proc.send_signal(sig)
+    return running
+
+
+def _wait_all(children: list[Child], seconds: float) -> list[Child]:
+    """Wait up to ``seconds`` in all; return the children still running."""
+    deadline = time.monotonic() + seconds
+    late = []
+    for child in children:
         assert child.proc is not None
         try:
             child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop within %ss; killing it", child.name, GRACE_SECONDS)
-            child.proc.kill()
-            child.proc.wait()
-    logger.info("all workers stopped")
+            late.append(child)
+    return late
+
+
+def shutdown_grace(bench: Bench) -> float:
+    """``shutdown_grace_seconds`` from the bench config (default 30)."""
+    value = bench.common_config.get("shutdown_grace_seconds", GRACE_SECONDS)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            f"{bench.sites_path / 'common_site_config.json'}: shutdown_grace_seconds must be a "
+            f"number of seconds >= 0, found {value!r}"
+        )
+    return float(value)

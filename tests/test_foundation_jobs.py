@@ -85,6 +85,10 @@ def test_job_kwargs_escape_hatch_passes_names_that_collide_with_options(bench_di
     (dict(method="testapp.tasks.echo", items=[1, {2}]), SerializationError, r"argument items\[1\]"),
     (dict(method="testapp.tasks.echo", job_id="has space"), InvalidArgument, "job_id 'has space' is not valid"),
     (dict(method=lambda: None), UnknownMethod, "cannot be imported by a worker"),
+    (dict(method="testapp.tasks.Path"), UnknownMethod, "is pathlib.Path, defined outside app 'testapp'"),
+    (dict(method="testapp.tasks.echo", n=[1, {"x": float("inf")}]), SerializationError,
+     r"argument n\[1\]\['x'\] of testapp.tasks.echo"),
+    (dict(method="testapp.tasks.echo", n=float("nan")), SerializationError, "argument n of"),
 ])
 def test_bad_enqueue_input_is_one_clear_error_and_queues_nothing(
     bench_dir: BenchDir, call: dict[str, Any], error: type[Exception], message: str
@@ -101,14 +105,39 @@ def test_enqueue_outside_a_site_says_how_to_enter_one(bench_dir: BenchDir) -> No
         bgcore.enqueue("testapp.tasks.noop")
 
 
-def test_enqueue_after_commit_is_not_silently_ignored(bench_dir: BenchDir) -> None:
+def test_enqueue_after_commit_waits_for_the_block_to_commit(bench_dir: BenchDir) -> None:
+    bench = bench_dir.bench()
+    with bgcore.connect("a.test", bench):
+        job = bgcore.enqueue("testapp.tasks.noop", enqueue_after_commit=True)
+        assert job.id and rq_queue(bench, "default").count == 0
+    assert rq_queue(bench, "default").get_job_ids() == [job.id]
+
+
+def test_reusing_a_job_id_never_overwrites_a_queued_job(bench_dir: BenchDir, tmp_path: Path) -> None:
+    # Given a queued job with an id of the caller's
+    out = tmp_path / "seen.jsonl"
+    bench = bench_dir.bench()
+    with bgcore.connect("a.test", bench):
+        bgcore.enqueue("testapp.tasks.record", job_id="dup1", path=str(out), tag="first")
+        # When the same id is enqueued again, even without deduplicate
+        with pytest.raises(DuplicateJob, match="job 'dup1' is already queued or running"):
+            bgcore.enqueue("testapp.tasks.record", job_id="dup1", path=str(out), tag="second")
+    # Then the first job is intact and runs once
+    run_worker(bench, burst=True, quiet=True)
+    assert [row["tag"] for row in lines(out)] == ["first"]
+
+
+@pytest.mark.parametrize("timeout", [0, -5, "soon", 1.5, True])
+def test_a_timeout_must_be_a_positive_number_of_seconds(bench_dir: BenchDir, timeout: Any) -> None:
     with bgcore.connect("a.test", bench_dir.bench()):
-        try:
-            job_or_id = bgcore.enqueue("testapp.tasks.noop", enqueue_after_commit=True)
-        except bgcore.BgcoreError as exc:
-            assert "not available yet" in str(exc) or "enqueue_after_commit" in str(exc)
-        else:
-            assert job_or_id  # the database layer returns the job id at once
+        with pytest.raises(InvalidArgument, match="timeout must be a positive number of seconds"):
+            bgcore.enqueue("testapp.tasks.noop", timeout=timeout)
+
+
+def test_deduplicate_without_a_job_id_is_a_usage_error(bench_dir: BenchDir) -> None:
+    with bgcore.connect("a.test", bench_dir.bench()):
+        with pytest.raises(InvalidArgument, match="deduplicate needs a job id"):
+            bgcore.enqueue("testapp.tasks.noop", deduplicate=True)
 
 
 def test_unknown_site_is_refused(bench_dir: BenchDir) -> None:

@@ -12,8 +12,10 @@ import traceback
 from typing import Any
 
 import click
+import redis
 
 from bgcore.bench import Bench
+from bgcore.connection import redis_url
 from bgcore.errors import BgcoreError
 
 
@@ -23,12 +25,26 @@ class BgcoreGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BgcoreError as exc:
-            verbose = bool(ctx.find_root().params.get("verbose"))
-            if verbose:
+        except (BgcoreError, redis.RedisError) as exc:
+            if ctx.find_root().params.get("verbose"):
                 traceback.print_exc()
-            click.secho(f"Error: {exc}", fg="red", err=True)
+            click.secho(f"Error: {_describe(ctx, exc)}", fg="red", err=True)
             sys.exit(1)
+
+
+def _describe(ctx: click.Context, exc: Exception) -> str:
+    """The one line shown for ``exc``; a Redis failure names the bench's Redis."""
+    if isinstance(exc, BgcoreError):
+        return str(exc)
+    state = ctx.find_object(CliState)
+    where = "the bench's Redis"
+    if state is not None:
+        try:
+            where = f"Redis at {redis_url(state.bench)}"
+        except BgcoreError:
+            pass
+    return (f"{where} failed ({type(exc).__name__}: {exc}); is it running and reachable? "
+            "('bgcore doctor' checks it; 'bgcore start' runs a private one when redis_queue is unset)")
 
 
 class CliState:

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from bgcore.bench import validate_site_name
 from bgcore.cli import CliState, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
 from bgcore.context import site_context
@@ -56,6 +57,7 @@ def enqueue_cmd(state: CliState, method: str, site: str, queue: str, kwargs_json
 @pass_state
 def show_pending_jobs(state: CliState, site: str | None, fmt: str) -> None:
     """List queued jobs per queue and per site."""
+    _note_unknown_site(state, site)
     pending = jobs_api.pending_jobs(state.bench, site)
     rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, j.enqueued_at) for j in pending]
     emit(fmt, f"Pending jobs ({len(rows)})", ["queue", "site", "job_id", "job_name", "method", "enqueued_at"], rows)
@@ -67,8 +69,15 @@ def show_pending_jobs(state: CliState, site: str | None, fmt: str) -> None:
 @pass_state
 def purge_jobs(state: CliState, site: str, queue: str | None) -> None:
     """Remove SITE's queued jobs (other sites' jobs are untouched)."""
+    _note_unknown_site(state, site)
     report = jobs_api.purge_jobs(state.bench, site, queue)
     click.echo(f"purged {report.removed} queued job(s) of site {site} from {', '.join(report.queues)}")
+
+
+def _note_unknown_site(state: CliState, site: str | None) -> None:
+    """Say so when SITE is not on the bench (its leftover jobs are still listed or purged)."""
+    if site and validate_site_name(site) not in state.bench.site_names():
+        click.echo(f"note: site {site!r} is not on this bench; looking for its leftover jobs anyway", err=True)
 
 
 COMMANDS = [worker, enqueue_cmd, show_pending_jobs, purge_jobs]

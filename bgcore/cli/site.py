@@ -47,7 +47,7 @@ def jobs() -> None:
 
 @jobs.command("failed")
 @click.option("--site", required=True, help="The site whose failed jobs are listed (only its own).")
-@click.option("--limit", type=int, default=50, show_default=True, help="At most this many, newest first.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many, newest first.")
 @FORMAT_OPTION
 @pass_state
 def failed(state: CliState, site: str, limit: int, fmt: str) -> None:
