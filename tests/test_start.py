@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bgcore.processes import pid_alive
-from tests.conftest import BGCORE_EXE, BenchDir
+from tests.conftest import BGCORE_EXE, REPO, BenchDir
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
@@ -31,10 +32,30 @@ def private_bench(bench_dir: BenchDir) -> BenchDir:
     return bench_dir
 
 
-def start(bench: BenchDir, log: Path) -> subprocess.Popen[bytes]:
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_leftovers() -> Iterator[None]:
+    """Whatever a test leaves running (it failed midway) is stopped, by PID."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start(bench: BenchDir, log: Path, *, scheduler: bool = False) -> subprocess.Popen[bytes]:
     env = dict(os.environ, BGCORE_BENCH=str(bench.path))
     with open(log, "ab") as out:
-        proc = subprocess.Popen([BGCORE_EXE, "start", "--no-scheduler"], env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen([BGCORE_EXE, "start", *(() if scheduler else ("--no-scheduler",))], env=env,
+                                stdout=out, stderr=out, cwd=bench.path)
+    STARTED.append(proc)
     state = bench.path / ".bgcore" / "redis.json"
     wait_for(lambda: state.exists() and redis_ok(bench), what="bench start")
     return proc
@@ -100,4 +121,59 @@ def test_start_restarts_a_worker_that_died(private_bench: BenchDir, tmp_path: Pa
         assert report["redis_ok"]
     finally:
         proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+def test_a_job_longer_than_the_grace_period_is_stopped_and_nothing_is_left_running(
+    private_bench: BenchDir, tmp_path: Path
+) -> None:
+    private_bench.write_common(redis_queue=None, shutdown_grace_seconds=2)
+    out = tmp_path / "busy.jsonl"
+    proc = start(private_bench, tmp_path / "start.log")
+    private_bench.cli("enqueue", "testapp.tasks.record_then_sleep", "--site", "a.test", "--queue", "long",
+                      "--kwargs", json.dumps({"path": str(out), "seconds": 120}), check=True)
+    wait_for(lambda: out.exists(), what="the long job to start")
+    horse = json.loads(out.read_text())["pid"]
+    # When Ctrl-C reaches bgcore start while the job has far longer to run than the grace period
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    # Then start stops after the grace period, with the job's process gone too
+    assert time.monotonic() - began < 2 + 10 + 5
+    wait_for(lambda: not pid_alive(horse), timeout=10, what="the job's process to end")
+    assert "still busy after 2.0s; stopping their jobs (cold shutdown)" in (tmp_path / "start.log").read_text()
+
+
+def test_children_stop_when_the_supervisor_is_killed(private_bench: BenchDir, tmp_path: Path) -> None:
+    proc = start(private_bench, tmp_path / "start.log")
+    redis_pid = json.loads((private_bench.path / ".bgcore" / "redis.json").read_text())["pid"]
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) >= 4  # redis + short, default, long workers
+    # When the supervisor dies without a chance to clean up
+    proc.kill()
+    proc.wait()
+    # Then Linux sends its children SIGTERM: the workers and the private Redis exit
+    for pid in [int(c) for c in children]:
+        wait_for(lambda: not pid_alive(pid), timeout=30, what=f"child {pid} to exit")
+    assert not pid_alive(redis_pid)
+
+
+def test_the_demo_bench_runs_scheduled_jobs_on_every_queue_of_every_site(tmp_path: Path) -> None:
+    # Given a copy of the bundled demo bench (relative apps_path, no redis_queue)
+    bench = tmp_path / "demo"
+    shutil.copytree(REPO / "sites", bench / "sites",
+                    ignore=shutil.ignore_patterns("*.sqlite3*", ".state", "logs"))
+    shutil.copytree(REPO / "fixtures", bench / "fixtures", ignore=shutil.ignore_patterns("__pycache__"))
+    demo = BenchDir(bench, redis_url="")
+    demo.cli("migrate", check=True)
+    log = tmp_path / "demo.log"
+    # When `bgcore start` runs it with its scheduler
+    proc = start(demo, log, scheduler=True)
+    try:
+        expected = {f"hello from site={site} queue={queue}" for site in ("site1.localhost", "site2.localhost")
+                    for queue in ("short", "default", "long", "reports")}
+        # Then the demo's `all` event (10 s tick) fans out one job per queue in each site
+        wait_for(lambda: all(e in log.read_text() for e in expected), timeout=45, what="demo jobs on every queue")
+    finally:
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
