@@ -119,6 +119,7 @@ def test_migrate_cli_reports_each_site_and_fails_only_for_broken_ones(bench_dir)
     assert "a.test: created tables" in result.stdout and "b.test: created tables" in result.stdout
     assert "bad.test: FAILED" in result.stderr and "db_url" in result.stderr
     assert "corrupt.test: FAILED" in result.stderr and "cannot be used" in result.stderr
+    assert "the SQLite file is corrupt: restore it from a backup" in result.stderr
     assert "migrate failed for 2 site(s): bad.test, corrupt.test" in result.stderr
     # And a second run of the healthy site alone succeeds and changes nothing
     again = bench_dir.cli("migrate", "--site", "a.test")

@@ -89,11 +89,15 @@ class Database:
     def unavailable(self, exc: BaseException) -> DatabaseUnavailable:
         """The error that says this site's database cannot be used, and why."""
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return DatabaseUnavailable(
-            f"site {self.site!r}: its database {self.shown_url} cannot be used ({reason}); "
-            f"check db_url in sites/{self.site}/site_config.json, that the server is running, "
-            f"or run 'bgcore migrate --site {self.site}'"
-        )
+        if "file is not a database" in reason or "database disk image is malformed" in reason:
+            advice = ("the SQLite file is corrupt: restore it from a backup, or move it aside and run "
+                      f"'bgcore migrate --site {self.site}' to start an empty one")
+        elif self.engine.url.get_backend_name() == "sqlite":
+            advice = f"check the file and its permissions, then run 'bgcore migrate --site {self.site}'"
+        else:
+            advice = (f"check db_url in sites/{self.site}/site_config.json and that the server is running "
+                      "and reachable")
+        return DatabaseUnavailable(f"site {self.site!r}: its database {self.shown_url} cannot be used ({reason}); {advice}")
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
