@@ -11,6 +11,7 @@ hatch for method arguments whose names collide with these options.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from collections.abc import Callable
@@ -86,7 +87,7 @@ def enqueue(
     check_json(kwargs, path)
     if now or not is_async:
         return resolve(path)(**kwargs)
-    _check_resolvable(ctx, path)
+    _check_call(ctx, path, kwargs)
     if deduplicate and not job_id:
         raise InvalidArgument("deduplicate needs a job id (job_id= in Python, --job-id on the command line)")
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0):
@@ -143,9 +144,18 @@ def _duplicate(site: str, local_id: str) -> DuplicateJob:
     return DuplicateJob(f"site {site!r}: job {local_id!r} is already queued or running; not enqueued again")
 
 
-def _check_resolvable(ctx: SiteContext, path: str) -> None:
-    """Fail at enqueue time, not in the worker, when ``path`` does not import."""
-    known: set[str] = ctx.bench.__dict__.setdefault("_known_methods", set())
+def _check_call(ctx: SiteContext, path: str, kwargs: dict[str, Any]) -> None:
+    """Fail at enqueue time, not in the worker, when ``path`` does not import or refuses ``kwargs``."""
+    known: dict[str, inspect.Signature | None] = ctx.bench.__dict__.setdefault("_known_methods", {})
     if path not in known:
-        resolve(path)
-        known.add(path)
+        try:
+            known[path] = inspect.signature(resolve(path))
+        except (TypeError, ValueError):  # a builtin without a signature: the worker will tell
+            known[path] = None
+    signature = known[path]
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            takes = ", ".join(signature.parameters)
+            raise InvalidArgument(f"{path}({takes}) cannot take these arguments: {exc}") from None

@@ -89,6 +89,10 @@ def test_job_kwargs_escape_hatch_passes_names_that_collide_with_options(bench_di
     (dict(method="testapp.tasks.echo", n=[1, {"x": float("inf")}]), SerializationError,
      r"argument n\[1\]\['x'\] of testapp.tasks.echo"),
     (dict(method="testapp.tasks.echo", n=float("nan")), SerializationError, "argument n of"),
+    (dict(method="testapp.tasks.noop", x=1), InvalidArgument,
+     r"testapp.tasks.noop\(\) cannot take these arguments: got an unexpected keyword argument 'x'"),
+    (dict(method="testapp.tasks.add", a=1), InvalidArgument,
+     r"testapp.tasks.add\(a, b\) cannot take these arguments: missing a required argument: 'b'"),
 ])
 def test_bad_enqueue_input_is_one_clear_error_and_queues_nothing(
     bench_dir: BenchDir, call: dict[str, Any], error: type[Exception], message: str
