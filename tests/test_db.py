@@ -77,6 +77,13 @@ def test_new_site_with_unreachable_database_is_removed_again(bench_dir):
     assert not (bench_dir.sites / "c.test").exists()
 
 
+def test_new_site_refuses_a_db_url_that_is_not_a_url_before_writing_anything(bench_dir):
+    result = bench_dir.cli("new-site", "c.test", "--db-url", "garbage")
+    assert result.returncode == 1
+    assert "--db-url garbage is not a usable database URL" in result.stderr
+    assert not (bench_dir.sites / "c.test").exists()
+
+
 def test_migrate_twice_changes_nothing_and_keeps_data(db_bench):
     # Given migrated sites with a document
     bench = db_bench.bench()

@@ -8,6 +8,9 @@ import logging
 import shutil
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
 from bgcore.bench import Bench, validate_site_name
 from bgcore.config import SITE_CONFIG
 from bgcore.db.engines import site_url
@@ -37,6 +40,7 @@ def create_site(bench: Bench, name: str, *, db_url: str | None = None,
                 "put it on the bench's apps_path or install it in the virtualenv"
             )
     if db_url is not None:
+        _check_url(name, db_url)
         _refuse_shared_url(bench, name, db_url)
     config: dict[str, object] = {"installed_apps": list(dict.fromkeys(install_apps))}
     if db_url is not None:
@@ -50,6 +54,18 @@ def create_site(bench: Bench, name: str, *, db_url: str | None = None,
         raise
     logger.info("created site=%s", name)
     return report
+
+
+def _check_url(name: str, db_url: str) -> None:
+    """Refuse a ``--db-url`` that is not a database URL, before anything is written."""
+    try:
+        sa.make_url(db_url).get_dialect()
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ValueError) as exc:
+        shown = db_url if "@" not in db_url else "<hidden: it may hold a password>"
+        raise DatabaseConfigError(
+            f"cannot create site {name!r}: --db-url {shown} is not a usable database URL ({exc}); use e.g. "
+            "postgresql+psycopg2://user@host/db or mysql+pymysql://user@host/db, or leave it out for SQLite"
+        ) from None
 
 
 def _refuse_shared_url(bench: Bench, name: str, db_url: str) -> None:
