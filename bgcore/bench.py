@@ -142,6 +142,13 @@ class Bench:
                 names.append(entry.name)
         return sorted(names)
 
+    def misnamed_sites(self) -> list[str]:
+        """Directories with a ``site_config.json`` whose names are not valid site names (never served)."""
+        return sorted(
+            entry.name for entry in self.sites_path.iterdir()
+            if not entry.name.startswith(".") and (entry / SITE_CONFIG).is_file() and not _SITE_NAME.match(entry.name)
+        )
+
     def site_path(self, name: str) -> Path:
         """The directory of site ``name`` (validated; it may not exist yet)."""
         return self.sites_path / validate_site_name(name)

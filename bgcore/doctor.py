@@ -121,6 +121,9 @@ def _site_problems(bench: Bench) -> list[str]:
         except BgcoreError as exc:
             message = str(exc)
             problems.append(message if site in message else f"site {site}: {message}")
+    for name in bench.misnamed_sites():
+        problems.append(f"sites/{name} has a site_config.json but {name!r} is not a valid site name, so it is "
+                        "never served; rename it to a host-like name such as 'a.example.com'")
     paths, prints = current_fingerprints({app for apps in installed.values() for app in apps})
     problems.extend(stale.message() for stale in find_stale(paths, prints, stored, installed))
     return problems

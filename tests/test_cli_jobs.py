@@ -171,3 +171,10 @@ def test_listing_or_purging_a_site_that_is_gone_says_so(bench_dir: BenchDir) -> 
     assert "purged 0 queued job(s)" in result.stdout
     limit = bench_dir.cli("jobs", "failed", "--site", "a.test", "--limit", "0")
     assert limit.returncode == 2
+
+
+def test_doctor_names_a_site_directory_with_an_invalid_name(bench_dir: BenchDir) -> None:
+    bench_dir.add_site("bad name")
+    result = bench_dir.cli("doctor")
+    assert result.returncode == 1
+    assert "'bad name' is not a valid site name, so it is never served" in result.stdout

@@ -30,8 +30,10 @@ def create_site(bench: Bench, name: str, *, db_url: str | None = None,
     the new site directory is removed again and the error is raised.
     """
     path = bench.site_path(validate_site_name(name))
-    if path.exists():
+    if (path / SITE_CONFIG).exists():
         raise SiteExists(f"site {name!r} already exists at {path}; choose another name or use 'bgcore migrate'")
+    if path.exists():
+        raise SiteExists(f"{path} exists but is not a site (no {SITE_CONFIG}); remove it or choose another name")
     bench.activate_import_path()
     for app in install_apps:
         if importlib.util.find_spec(app) is None:
