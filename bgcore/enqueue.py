@@ -93,8 +93,9 @@ def enqueue(
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0):
         raise InvalidArgument(f"timeout must be a positive number of seconds, found {timeout!r}")
     # An explicit id is unique among the site's queued and running jobs, with or without
-    # deduplicate: reusing it must never overwrite a job that has not run yet.
-    unique = deduplicate or job_id is not None
+    # deduplicate: reusing it must never overwrite a job that has not run yet. A caller
+    # that passes _pipeline (the scheduler) guards the id itself inside that transaction.
+    unique = deduplicate or (job_id is not None and _pipeline is None)
     local_id = keys.check_local_id(job_id) if job_id else uuid.uuid4().hex
     rq_id = keys.job_id(ctx.site, local_id)
     payload: dict[str, Any] = {"site": ctx.site, "method": path, "kwargs": kwargs, "user": ctx.user, "job_name": job_name}
