@@ -104,3 +104,8 @@ def scheduler_last_run(bench_id: str, site: str) -> str:
 def scheduler_last_job(bench_id: str, site: str) -> str:
     """Hash: event id -> RQ job id of its last enqueued run (for overlap checks)."""
     return site_key(bench_id, site, "scheduler", "last_job")
+
+
+def scheduler_site_errors(bench_id: str) -> str:
+    """Hash: site -> why the scheduler daemon does not schedule it (cleared once the site loads)."""
+    return bench_key(bench_id, "scheduler", "site_errors")

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from contextvars import ContextVar
+from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from rq import Worker, get_current_job
@@ -24,6 +27,7 @@ from bgcore.db.retry import run_in_transaction
 from bgcore.methods import check_app_installed, resolve
 from bgcore.queues import parse_queue_list
 from bgcore.rqbridge import SERIALIZER, rq_queue
+from bgcore.scheduler.runs import log_lost_run, record_start, recorder
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,9 @@ def execute_job(
     job = get_current_job()
     job_id = job.id if job is not None else None
     with site_context(bench, site, user=user, job_id=job_id) as ctx:
-        with recording(ctx, job, method, always=log, event=event):
+        if event:
+            record_start(bench, ctx.config, job_id, event)
+        with recording(ctx, job, method, always=log, event=event, also=recorder(ctx.config, job_id, event)):
             check_app_installed(method, site, ctx.config.installed_apps)
             function = resolve(method)
             logger.info("running site=%s job=%s method=%s", site, job_id, method)
@@ -75,7 +81,25 @@ def make_worker(bench: Bench, queues: str | None = None) -> Worker:
         [rq_queue(bench, spec.name) for spec in specs],
         connection=bench.redis(),
         serializer=SERIALIZER,
+        work_horse_killed_handler=partial(_horse_killed, bench),
     )
+
+
+def _horse_killed(bench: Bench, job: Any, retpid: int, ret_val: int, rusage: Any) -> None:
+    """RQ's hook when a work-horse died without finishing (SIGKILL, OOM): write its job-log row.
+
+    Runs in the worker's parent process, before RQ marks the job failed; the
+    horse could not write the row itself. Never raises (RQ must still fail the job).
+    """
+    how = f"signal {os.WTERMSIG(ret_val)}" if ret_val and os.WIFSIGNALED(ret_val) else f"exit status {ret_val}"
+    message = (f"WorkHorseKilled: the process running this job died ({how}; e.g. killed or out of memory) "
+               "before the job could finish")
+    try:
+        if log_lost_run(bench, job, message, datetime.now(timezone.utc)):
+            logger.error("work-horse died site=%s job=%s (%s); failure written to the job log",
+                         job.kwargs.get("site"), job.id, how)
+    except Exception:  # RQ still has to fail the job
+        logger.exception("job log for killed work-horse not written job=%s", getattr(job, "id", None))
 
 
 def run_worker(bench: Bench, queues: str | None = None, *, burst: bool = False, quiet: bool = False) -> bool:

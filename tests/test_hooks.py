@@ -204,8 +204,15 @@ def test_a_missing_method_suggests_the_closest_name(make_app: MakeApp) -> None:
     app = make_app('scheduler_events = {"hourly": ["APP.tasks.report_usag"]}')
     (problem,) = problems_of(app)
     assert f"unknown method {app}.tasks.report_usag" in problem
-    assert f"did you mean {app}.tasks.report_usage?" in problem
+    assert f"did you mean {app}.tasks.report_usage? Fix the path" in problem
+    assert "?." not in problem
     assert "key 'hourly'" in problem
+
+
+def test_a_misspelled_cron_alias_suggests_the_alias(make_app: MakeApp) -> None:
+    app = make_app('scheduler_events = {"cron": {"@dialy": ["APP.tasks.alpha"]}}')
+    (problem,) = problems_of(app)
+    assert "'@dialy'" in problem and "did you mean '@daily'?" in problem and "?." not in problem
 
 
 def test_a_method_in_a_missing_module_is_reported(make_app: MakeApp) -> None:

@@ -66,6 +66,28 @@ def test_normalize_cron_refuses_bad_expressions_naming_them(expr: str, fragment:
     assert repr(expr) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("expr", "suggestion"),
+    [("@dialy", "'@daily'"), ("dailly", "'daily'"), ("@hourli", "'@hourly'"), ("@midnite", "'@midnight'"),
+     ("wekly", "'weekly'")],
+)
+def test_a_misspelled_alias_gets_a_did_you_mean(expr: str, suggestion: str) -> None:
+    # Given an alias with a typo / When normalized / Then the message suggests the alias, punctuated once
+    with pytest.raises(InvalidCron) as info:
+        normalize_cron(expr)
+    message = str(info.value)
+    assert f"unknown alias; did you mean {suggestion}? Aliases are" in message
+    assert "?." not in message and "field" not in message.split("Aliases")[0]
+
+
+def test_field_counts_are_spelled_right() -> None:
+    with pytest.raises(InvalidCron) as info:
+        normalize_cron("5")
+    assert "it has 1 field," in str(info.value)
+    with pytest.raises(InvalidCron, match="unknown alias. Aliases are"):
+        normalize_cron("@reboot")
+
+
 def test_normalize_cron_refuses_non_strings() -> None:
     with pytest.raises(InvalidCron, match="not a string"):
         normalize_cron(5)  # type: ignore[arg-type]

@@ -287,6 +287,13 @@ def test_record_run_and_aware_times_round_trip(bench_dir: BenchDir, apps: Apps, 
     assert (stored.last_status, stored.last_error) == ("failed", "RuntimeError: boom")
     assert stored.next_run == datetime(2024, 5, 1, 12, 10, tzinfo=UTC)
     assert stored.spec == event.spec and stored.last_run_or_registration == at
+    # When an older run reports late, and a run with no due time (a triggered one) ends
+    with any_engine.begin() as connection:
+        assert record_run(connection, event.event_id, "finished", at - timedelta(hours=1))
+        assert record_run(connection, event.event_id, "failed", None, "boom again")
+    # Then the statuses are recorded but the last execution never moves back
+    stored = next(e for e in rows(any_engine) if e.event_id == event.event_id)
+    assert stored.last_execution == at and (stored.last_status, stored.last_error) == ("failed", "boom again")
 
 
 def test_next_run_uses_the_site_time_zone(bench_dir: BenchDir, apps: Apps, engine: Engine) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from tests.conftest import BGCORE_EXE, FIXTURE_APPS, BenchDir
 
 TASKS = '''
-import json, os, time
+import json, os, signal, time
 import bgcore
 
 def _record(tag):
@@ -39,6 +39,10 @@ def slow():
 
 def fail():
     raise RuntimeError("scheduled boom")
+
+def die():
+    _record("die")
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
 '''
 
 
@@ -112,6 +116,13 @@ class SchedBench:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+def cron_hooks_text(app: str, crons: dict[str, list[str]]) -> str:
+    """A hooks.py whose only events are ``cron`` entries (expression -> task names)."""
+    entries = ", ".join(f'"{expr}": [{", ".join(repr(f"{app}.tasks.{m}") for m in methods)}]'
+                        for expr, methods in crons.items())
+    return f'app_name = "{app}"\nscheduler_events = {{"cron": {{{entries}}}}}\n'
 
 
 def make_sched_bench(bench_dir: BenchDir, all_methods: list[str], **common: Any) -> SchedBench:

@@ -358,3 +358,41 @@ def test_a_daemon_that_lost_its_lease_mid_tick_leaves_the_rest(bench_dir: BenchD
     redis_client.delete(keys.scheduler_lease(bench_dir.bench().bench_id))  # lapsed; another may take it
     daemon._renewed_at -= daemon.lease.renew_every
     assert not daemon._keep_lease() and not daemon.leading
+
+
+def test_two_daemons_that_both_believe_they_lead_enqueue_a_due_slot_once(bench_dir: BenchDir,
+                                                                          redis_client: redis.Redis) -> None:
+    from bgcore.scheduler.daemon import SchedulerDaemon
+    from tests.test_scheduler_daemon_support import cron_hooks_text, make_sched_bench
+
+    # Given a minutely event on two migrated sites and two in-process daemons
+    sched = make_sched_bench(bench_dir, ["every"])
+    sched.hooks.write_text(cron_hooks_text(sched.app, {"* * * * *": ["every2"]}))
+    sched.migrate()
+    now = (datetime.now(UTC) + timedelta(minutes=2)).replace(second=30, microsecond=0)
+    daemons = [SchedulerDaemon(sched.dir.bench()) for _ in range(2)]
+    for daemon in daemons:
+        daemon.rescan()
+    # And both believe they lead (one holds the lease; the other's lapsed lease it has not noticed)
+    assert daemons[0].lease.try_acquire()
+    daemons[1].lease._mark(time.monotonic())
+    assert all(d.lease.valid() for d in daemons)
+    # When both tick the same due slot at the same moment
+    start = threading.Barrier(2)
+    found: list[list[Occurrence]] = [[], []]
+
+    def tick(i: int) -> None:
+        start.wait()
+        found[i] = daemons[i].tick(1.0, now)
+
+    threads = [threading.Thread(target=tick, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then each site's occurrence is enqueued exactly once between them
+    enqueued = found[0] + found[1]
+    assert sorted(o.site for o in enqueued) == ["a.test", "b.test"]
+    assert {o.due for o in enqueued} == {now.replace(second=0).timestamp()}
+    assert rq_queue(sched.dir.bench(), "default").count == 2
+    daemons[0].lease.release()

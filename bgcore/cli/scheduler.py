@@ -13,7 +13,7 @@ import click
 from bgcore.cli import CliState, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
 from bgcore.scheduler.daemon import run_scheduler
-from bgcore.scheduler.status import event_status, site_status, sites_of, trigger_event
+from bgcore.scheduler.status import SiteStatus, event_status, site_status, sites_of, trigger_event
 from bgcore.scheduler.switches import Switch, set_switch
 
 SITE_OPTION = click.option("--site", required=True, help="A site name, or 'all' for every site of the bench.")
@@ -85,10 +85,10 @@ def resume(state: CliState, site: str) -> None:
 @FORMAT_OPTION
 @pass_state
 def status(state: CliState, site: str, fmt: str) -> None:
-    """Whether the scheduler runs SITE's events, which switch stops it, and who leads."""
+    """Whether the scheduler runs SITE's events, which switch (or error) stops it, and who leads."""
     found = site_status(state.bench, sites_of(state.bench, site))
     columns = ["site", "scheduler", "stopped_by", "daemon", "leader"]
-    rows = [(s.site, "active" if s.active else "stopped", s.stopped_by or "",
+    rows = [(s.site, _scheduler_state(s), s.stopped_by or "",
              "running" if s.daemon_running else "not running", s.leader or "") for s in found]
     emit(fmt, "Scheduler status", columns, rows, data=[s.__dict__ for s in found])
 
@@ -105,6 +105,12 @@ def events(state: CliState, site: str, fmt: str) -> None:
     rows = [row[:7] + [_first_line(row[7])] + row[8:] for row in rows]
     emit(fmt, f"Scheduled events of {site} ({len(rows)})", columns, rows,
          data=[dict(e.__dict__) for e in found])
+
+
+def _scheduler_state(found: SiteStatus) -> str:
+    if found.error:
+        return f"error: {found.error}"
+    return "active" if found.active else "stopped"
 
 
 def _first_line(text: object) -> object:
@@ -127,7 +133,11 @@ def set_maintenance_mode(state: CliState, mode: str, site: str) -> None:
 @click.option("--site", required=True, help="The site to run the event in.")
 @pass_state
 def trigger_scheduler_event(state: CliState, method: str, site: str) -> None:
-    """Enqueue one run of the scheduled event METHOD of SITE now (logged like a scheduled run)."""
+    """Enqueue one run of the scheduled event METHOD of SITE now (logged like a scheduled run).
+
+    METHOD is a method path, or an event id (see 'bgcore scheduler events') when
+    the method is registered under several frequencies.
+    """
     job = trigger_event(state.bench, site, method, _now())
     click.echo(f"enqueued {job.id} for site {site}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,9 +27,14 @@ from bgcore.db.schema import job_log
 from bgcore.errors import BgcoreError, DatabaseUnavailable
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from bgcore.context import SiteContext
 
 logger = logging.getLogger(__name__)
+
+# Extra work done in the job-log row's transaction (the scheduler records the run on its event).
+Also = Callable[["Connection", "JobLogEntry"], None]
 
 FAILED_STATUSES = ("failed", "timeout")
 
@@ -59,17 +64,20 @@ def status_of(exc: BaseException | None) -> str:
 
 @contextmanager
 def recording(ctx: SiteContext, rq_job: Any, method: str, *, always: bool = False,
-              event: str | None = None) -> Iterator[None]:
-    """Record the block as a job-log row of ``ctx``'s site if it raises (or always, if asked)."""
+              event: str | None = None, also: Also | None = None) -> Iterator[None]:
+    """Record the block as a job-log row of ``ctx``'s site if it raises (or always, if asked).
+
+    ``also`` runs in the row's transaction (given the connection and the row).
+    """
     started_wall = datetime.now(timezone.utc)
     started = time.monotonic()
     try:
         yield
     except BaseException as exc:
-        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, exc))
+        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, exc), also=also)
         raise
     if always:
-        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, None))
+        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, None), also=also)
 
 
 def _entry(ctx: SiteContext, rq_job: Any, method: str, started_wall: datetime, started: float,
@@ -92,11 +100,16 @@ def _entry(ctx: SiteContext, rq_job: Any, method: str, started_wall: datetime, s
     )
 
 
-def write(bench: Bench, config: SiteConfig, entry: JobLogEntry) -> bool:
-    """Insert ``entry`` into the site's job log; ``False`` (and a log line) if it could not."""
+def write(bench: Bench, config: SiteConfig, entry: JobLogEntry, *, also: Also | None = None) -> bool:
+    """Insert ``entry`` into the site's job log; ``False`` (and a log line) if it could not.
+
+    ``also(connection, entry)``, if given, runs in the same transaction.
+    """
     try:
         with database_for(bench, config).transaction() as connection:
             connection.execute(sa.insert(job_log).values(**entry.__dict__))
+            if also is not None:
+                also(connection, entry)
         return True
     except DatabaseUnavailable as exc:
         logger.warning("job log not written site=%s job=%s: %s", config.name, entry.job_id, exc)

@@ -82,6 +82,7 @@ class SchedulerDaemon:
         self._apps_seen: set[str] = set()
         self._warned: set[tuple[str, str]] = set()
         self._failed: dict[str, float] = {}  # site -> monotonic time of its last failed load
+        self.errors: dict[str, str] = {}  # site -> why it is not scheduled (published for ``scheduler status``)
 
     # -- sites ------------------------------------------------------------------
     def rescan(self) -> None:
@@ -92,6 +93,7 @@ class SchedulerDaemon:
             del self.stamps[gone]
             self._snapshots.pop(gone, None)
             self._failed.pop(gone, None)
+            self.errors.pop(gone, None)
             logger.info("site removed from the scheduler site=%s", gone)
         versions = self.redis.mget([keys.registry_version(self.bench.bench_id, n) for n in names]) if names else []
         common = common_stamp(self.bench)
@@ -108,17 +110,38 @@ class SchedulerDaemon:
                         len(self.timetable.sites), len(names))
         self.timetable.compact()
         self._sync_tick_jobs()
+        self.publish_errors()
         self._check_hooks(set(self._hooks_paths.values()))
 
     def reload(self, name: str) -> None:
         """Load site ``name`` again now (after a switch changed)."""
         version = self.redis.get(keys.registry_version(self.bench.bench_id, name))
         self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+        self.publish_errors()
+
+    def publish_errors(self) -> None:
+        """Make the Redis hash of site load errors match :attr:`errors` (stale entries removed).
+
+        One HGETALL per call, plus writes only for what changed.
+        """
+        key = keys.scheduler_site_errors(self.bench.bench_id)
+        published = {k.decode(): v.decode(errors="replace") for k, v in self.redis.hgetall(key).items()}
+        stale = [site for site in published if site not in self.errors]
+        changed = {site: error for site, error in self.errors.items() if published.get(site) != error}
+        if not stale and not changed:
+            return
+        with self.redis.pipeline() as pipe:
+            if stale:
+                pipe.hdel(key, *stale)
+            if changed:
+                pipe.hset(key, mapping=changed)
+            pipe.execute()
 
     def _apply(self, result: LoadResult) -> None:
         previous = self.stamps.get(result.name)
         self.stamps[result.name] = result.stamp
         self._failed.pop(result.name, None)
+        self.errors.pop(result.name, None)
         if result.snapshot is not None:
             self._snapshots[result.name] = result.snapshot
         else:
@@ -129,6 +152,7 @@ class SchedulerDaemon:
                 logger.info("site=%s scheduler stopped by %s", result.name, result.switch.value)
             else:
                 self._failed[result.name] = time.monotonic()
+                self.errors[result.name] = result.error or "not loaded"
                 logger.warning("site=%s not scheduled (tried again in %ss or when it changes): %s",
                                result.name, int(RETRY_FAILED_SECONDS), result.error)
             return
@@ -136,6 +160,7 @@ class SchedulerDaemon:
             self.timetable.put_site(result.state)
         except BgcoreError as exc:  # e.g. a registry row with a cron croniter cannot iterate
             self.timetable.drop_site(result.name)
+            self.errors[result.name] = str(exc)
             logger.error("site=%s not scheduled: %s", result.name, exc)
             return
         logger.log(logging.INFO if previous else logging.DEBUG, "site=%s %s: %d event(s), tick every %ss",

@@ -45,6 +45,7 @@ its registration) is at or before now. Missed slots after downtime coalesce:
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
@@ -109,8 +110,16 @@ def _normalize(expr: str) -> str:
     aliases = ", ".join(CRON_ALIASES)
     fields = text.split(" ") if text else []
     if len(fields) != 5:
+        close = difflib.get_close_matches(text.lower(), CRON_ALIASES, n=1, cutoff=0.6) if len(fields) == 1 else []
+        if close or text.startswith("@"):
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise InvalidCron(
+                f"invalid cron expression {expr!r}: unknown alias{hint} Aliases are {aliases}; "
+                "or write 5 fields like '*/5 * * * *'"
+            )
+        count = f"{len(fields)} field" + ("" if len(fields) == 1 else "s")
         raise InvalidCron(
-            f"invalid cron expression {expr!r}: it has {len(fields)} fields, bgcore needs exactly 5 "
+            f"invalid cron expression {expr!r}: it has {count}, bgcore needs exactly 5 "
             f"('minute hour day-of-month month day-of-week', e.g. '*/5 * * * *') or an alias ({aliases})"
         )
     try:

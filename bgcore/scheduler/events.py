@@ -216,12 +216,18 @@ def _add_methods(
                 raise UnknownMethod(f"{method!r} is not a dotted path string like 'app.module.function'")
             resolve(path)
         except UnknownMethod as exc:
-            problem(where, method, f"{exc}. Fix the path or define the function")
+            problem(where, method, then(str(exc), "Fix the path or define the function"))
             continue
         spec = EventSpec(app=app, method=path, frequency=key, cron=cron, queue=queue)
         if spec.event_id in specs:
             logger.warning("app=%s key=%s lists %s twice; it is scheduled once", app, where, path)
         specs[spec.event_id] = spec
+
+
+def then(text: str, advice: str) -> str:
+    """``text`` followed by the sentence ``advice``, with one stop between them (never "?." or "..")."""
+    text = text.rstrip()
+    return f"{text} {advice}" if text.endswith((".", "?", "!")) else f"{text}. {advice}"
 
 
 @dataclass(frozen=True)

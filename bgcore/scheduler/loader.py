@@ -2,9 +2,11 @@
 
 This is the only place the daemon opens a site database, and only when the
 site is new or changed (config file, bench config or registry version), never
-per tick. Last runs live in Redis (``keys.scheduler_last_run``); an event
-without one is seeded there from the registry's last execution, else its
-registration time.
+per tick. Last runs live in Redis (``keys.scheduler_last_run``) and, durably,
+in the registry (``last_execution``, written by the worker when a run starts):
+each event counts from the later of the two (else its registration), so a
+Redis flush never repeats an occurrence that already started. Redis is
+seeded (``HSETNX``) with that value for events it lacks.
 """
 
 from __future__ import annotations
@@ -120,7 +122,10 @@ def load_site(bench: Bench, name: str, version: Any, cached: RegistrySnapshot | 
             return LoadResult(name, stamp, switch=switch, snapshot=cached)
         interval = tick_interval(config)
         tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
-        zone(tz)  # an unknown zone stops this site here, not every site's tick later
+        try:
+            zone(tz)  # an unknown zone stops this site here, not every site's tick later
+        except BgcoreError as exc:
+            raise ConfigError(f"site {name!r}: time_zone: {exc}; fix site_config.json") from None
         apps = config.installed_apps
         reuse = cached is not None and version is not None and cached.version == version
         snapshot = cached if reuse and cached is not None else read_snapshot(bench, config, version)
@@ -133,16 +138,18 @@ def load_site(bench: Bench, name: str, version: Any, cached: RegistrySnapshot | 
 
 
 def _last_runs(bench: Bench, site: str, seeds: dict[str, float]) -> dict[str, float]:
-    """Last runs from Redis; events missing there are seeded (HSETNX) from the registry."""
+    """Each event's last run: the later of Redis's and the registry's; Redis gets what it lacks (HSETNX)."""
     key = keys.scheduler_last_run(bench.bench_id, site)
     stored = {k.decode(): float(v) for k, v in bench.redis().hgetall(key).items()}
     missing = {event_id: ts for event_id, ts in seeds.items() if event_id not in stored}
+    if missing:
+        logger.debug("site=%s: %d event(s) without a last run in Redis seeded from the registry", site, len(missing))
     if missing:
         with bench.redis().pipeline(transaction=False) as pipe:
             for event_id, ts in missing.items():
                 pipe.hsetnx(key, event_id, repr(ts))
             pipe.execute()
-    return {event_id: stored.get(event_id, seeds[event_id]) for event_id in seeds}
+    return {event_id: max(stored.get(event_id, seeds[event_id]), seeds[event_id]) for event_id in seeds}
 
 
 def last_runs(bench: Bench, sites: list[str]) -> dict[str, dict[str, float]]:

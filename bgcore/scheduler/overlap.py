@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import datetime
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from rq.exceptions import NoSuchJobError
@@ -31,6 +31,7 @@ from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.processes import pid_alive
 from bgcore.rqbridge import SERIALIZER
+from bgcore.scheduler.runs import log_lost_run
 
 logger = logging.getLogger(__name__)
 
@@ -106,27 +107,7 @@ def fail_abandoned(bench: Bench, job_id: str, worker: str, *, now: datetime) -> 
         pipe.execute()
     logger.error("scheduled run abandoned by a dead worker site=%s job=%s worker=%s; "
                  "marked failed so its event runs again", site, job_id, worker)
-    if site is not None:
-        _log_abandoned(bench, site, job, message, now)
-
-
-def _log_abandoned(bench: Bench, site: str, job: Job, message: str, now: datetime) -> None:
-    """Write the job-log row the dead worker could not (rare path: opens the site database)."""
-    from bgcore.db.joblog import JobLogEntry, write
-
     try:
-        payload = job.kwargs if isinstance(job.kwargs, dict) else {}
-        config = bench.site_config(site)
+        log_lost_run(bench, job, message, now)
     except Exception as exc:  # noqa: BLE001 - a broken payload or site must not stop the tick
-        logger.error("job log for abandoned run not written site=%s job=%s: %s", site, job.id, exc)
-        return
-    ended = now
-    started = job.started_at or ended
-    prefix = keys.queue_prefix(bench.bench_id)
-    origin = job.origin or ""
-    write(bench, config, JobLogEntry(
-        job_id=job.id, method=str(payload.get("method", "")), queue=origin.removeprefix(prefix) or None,
-        status="failed", started_at=started, ended_at=ended,
-        duration_ms=int((ended - started).total_seconds() * 1000), exception=message,
-        event=payload.get("event"),
-    ))
+        logger.error("job log for abandoned run not written site=%s job=%s: %s", site, job_id, exc)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Dialect
 from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.db.schema import metadata
-from bgcore.errors import ConfigError, InvalidArgument
+from bgcore.errors import ConfigError, InvalidArgument, RedisUnavailable
 from bgcore.scheduler.due import next_run, zone
 from bgcore.scheduler.events import EventSpec, load_site_events
 
@@ -215,13 +215,26 @@ def _sync_fingerprints(connection: Connection, hooks: Any, now: datetime) -> tup
 
 
 def bump_registry_version(bench: Bench, site: str) -> int | None:
-    """Increment the site's registry version in Redis; log a warning and return None if unreachable."""
+    """Increment the site's registry version in Redis; None (and a log line) if there is no Redis.
+
+    A bench with no Redis at all (no ``redis_queue`` and no private Redis
+    running, as on a first ``bgcore migrate`` before ``bgcore start``) has no
+    scheduler to tell: a daemon reads every registry when it starts, so this is
+    logged at DEBUG only. A configured or running Redis that does not answer
+    is a WARNING: a daemon already running keeps the old events.
+    """
     try:
-        return int(bench.redis().incr(keys.registry_version(bench.bench_id, site)))
+        client = bench.redis()
+    except RedisUnavailable as exc:
+        logger.debug("site=%s registry changed; no Redis to notify (%s)", site, exc)
+        return None
+    try:
+        return int(client.incr(keys.registry_version(bench.bench_id, site)))
     except Exception as exc:  # noqa: BLE001 - Redis being down must not fail migrate
         logger.warning(
-            "site=%s registry changed but Redis is unreachable (%s); a running scheduler picks the change "
-            "up when it next checks hooks fingerprints", site, exc,
+            "site=%s registry changed but Redis is unreachable (%s); a scheduler that is already running "
+            "keeps the old events: restart the scheduler, or run bgcore migrate again once Redis is up",
+            site, exc,
         )
         return None
 
@@ -247,15 +260,22 @@ def stored_fingerprints(connection: Connection) -> dict[str, str]:
 
 
 def record_run(
-    connection: Connection, event_id: str, status: str, at: datetime,
+    connection: Connection, event_id: str, status: str, at: datetime | None,
     error: str | None = None, *, next_at: datetime | None = None,
 ) -> bool:
-    """Record a run of ``event_id``: ``last_execution=at``, ``last_status``, ``last_error``.
+    """Record a run of ``event_id``: ``last_status``, ``last_error`` and ``last_execution``.
 
-    ``next_at`` (optional) stores the next scheduled time as well. Returns
-    False when the event is not (or no longer) registered.
+    ``at`` is the due time of the occurrence that ran (None for a run that is
+    not an occurrence, such as a triggered one: the schedule does not move).
+    ``last_execution`` only moves forward, so a late report of an older run
+    never rewinds it. ``next_at`` (optional) stores the next scheduled time as
+    well. Returns False when the event is not (or no longer) registered.
     """
-    values: dict[str, Any] = {"last_execution": at, "last_status": status, "last_error": error}
+    column = scheduled_event.c.last_execution
+    values: dict[str, Any] = {"last_status": status, "last_error": error}
+    if at is not None:
+        later = sa.bindparam(None, at, type_=UTCDateTime)
+        values["last_execution"] = sa.case((sa.or_(column.is_(None), column < later), later), else_=column)
     if next_at is not None:
         values["next_run"] = next_at
     result = connection.execute(sa.update(scheduled_event).where(scheduled_event.c.event_id == event_id).values(**values))

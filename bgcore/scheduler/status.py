@@ -19,8 +19,8 @@ from bgcore import keys
 from bgcore.bench import Bench, SiteConfig
 from bgcore.context import site_context
 from bgcore.enqueue import enqueue
-from bgcore.errors import InvalidArgument
-from bgcore.scheduler.due import next_run
+from bgcore.errors import BgcoreError, InvalidArgument
+from bgcore.scheduler.due import next_run, zone
 from bgcore.scheduler.lease import current_holder
 from bgcore.scheduler.loader import DEFAULT_TIME_ZONE, read_registry, tick_interval
 from bgcore.scheduler.switches import blocking_switch
@@ -30,13 +30,19 @@ UTC = timezone.utc
 
 @dataclass(frozen=True)
 class SiteStatus:
-    """Whether the scheduler runs a site's events, and if not, which switch stops it."""
+    """Whether the scheduler runs a site's events; if not, the switch that stops it or the error.
+
+    ``error`` is why the daemon refuses the site (bad ``scheduler_tick_interval``
+    or ``time_zone``, not migrated, database down): found in the site's config
+    here, else as the daemon published it on its last load of the site.
+    """
 
     site: str
     active: bool
     stopped_by: str | None
     daemon_running: bool
     leader: str | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,14 +69,29 @@ def sites_of(bench: Bench, site: str) -> list[str]:
     return [site]
 
 
+def config_error(config: SiteConfig) -> str | None:
+    """What in the site's config makes the daemon refuse the site, or None."""
+    try:
+        tick_interval(config)
+        zone(str(config.get("time_zone") or DEFAULT_TIME_ZONE))
+    except BgcoreError as exc:
+        return str(exc) if config.name in str(exc) else f"site {config.name!r}: {exc}"
+    return None
+
+
 def site_status(bench: Bench, sites: list[str]) -> list[SiteStatus]:
-    """The switch status of each site and who leads the bench's scheduler."""
-    leader = current_holder(bench.redis(), bench.bench_id)
+    """The switch status (or load error) of each site and who leads the bench's scheduler."""
+    redis = bench.redis()
+    leader = current_holder(redis, bench.bench_id)
+    published = redis.hmget(keys.scheduler_site_errors(bench.bench_id), sites) if sites else []
     found = []
-    for site in sites:
-        switch = blocking_switch(bench.site_config(site))
-        found.append(SiteStatus(site=site, active=switch is None, stopped_by=switch.value if switch else None,
-                                daemon_running=leader is not None, leader=leader))
+    for site, loaded in zip(sites, published):
+        config = bench.site_config(site)
+        switch = blocking_switch(config)
+        error = None if switch else (config_error(config) or _text(loaded))
+        found.append(SiteStatus(site=site, active=switch is None and error is None,
+                                stopped_by=switch.value if switch else None,
+                                daemon_running=leader is not None, leader=leader, error=error))
     return found
 
 
@@ -100,12 +121,14 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
 
     The last run comes from Redis (what the daemon enqueued), else the
     registry; the status is the live RQ status while a run is queued or
-    running, else that of the event's newest job-log row.
+    running, else that of the event's newest job-log row. Times are in the
+    site's ``time_zone`` (aware, so they print with their offset).
     """
     config = bench.site_config(site)
     events, _ = read_registry(bench, config)
     logged = last_logged(bench, config)
     tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
+    local = zone(tz)
     interval = tick_interval(config)
     redis = bench.redis()
     last_runs = redis.hgetall(keys.scheduler_last_run(bench.bench_id, site))
@@ -131,20 +154,29 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
         live = status if status in ("queued", "started", "deferred", "scheduled") else None
         rows.append(EventStatus(
             event_id=event.event_id, app=event.app, method=event.method, frequency=event.frequency,
-            cron=event.cron, queue=event.queue, last_run=last, next_run=max(upcoming, now),
+            cron=event.cron, queue=event.queue, last_run=last.astimezone(local) if last else None,
+            next_run=max(upcoming, now).astimezone(local),
             last_status=live or log_status or status or event.last_status,
             last_error=None if live else (log_error or event.last_error),
         ))
     return rows
 
 
-def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
-    """Enqueue one run of the registered event ``method`` (or event id) of ``site`` now.
+def _frequency(event: Any) -> str:
+    """``hourly``, ``all`` ... or, for a cron event, ``cron '*/5 * * * *'``."""
+    return f"{event.frequency} {event.cron!r}" if event.frequency.startswith("cron") else str(event.frequency)
 
-    The run is logged like a scheduled one; it does not move the event's schedule.
+
+def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
+    """Enqueue one run of the registered event ``method`` (a method path or an event id) of ``site`` now.
+
+    A method registered under several events is ambiguous: :class:`InvalidArgument`
+    lists their event ids and frequencies. The run is logged like a scheduled one
+    and becomes the event's last job (so the daemon does not queue the event again
+    while it is queued or running); it does not move the event's schedule.
     """
     events, _ = read_registry(bench, bench.site_config(site))
-    matches = [e for e in events if method in (e.method, e.event_id)]
+    matches = [e for e in events if e.event_id == method] or [e for e in events if e.method == method]
     if not matches:
         known = sorted({e.method for e in events})
         hint = difflib.get_close_matches(method, known, n=1)
@@ -153,7 +185,17 @@ def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
             f"site {site!r} has no scheduled event {method!r}{did_you_mean} (registered: {', '.join(known) or 'none'}; "
             f"after editing hooks.py run 'bgcore migrate --site {site}')"
         )
+    if len(matches) > 1:
+        listed = "; ".join(f"{e.event_id} ({_frequency(e)})" for e in matches)
+        raise InvalidArgument(
+            f"site {site!r}: {method} is registered under {len(matches)} events: {listed}; "
+            "pass the event id of the one to run instead of the method"
+        )
     event = matches[0]
-    with site_context(bench, site):
-        return enqueue(event.method, queue=event.queue, timeout=event.timeout, job_name=event.method,
-                       job_id=f"trigger-{event.event_id}-{int(now.timestamp() * 1000)}", _log_event=event.event_id)
+    with site_context(bench, site), bench.redis().pipeline() as pipe:
+        job = enqueue(event.method, queue=event.queue, timeout=event.timeout, job_name=event.method,
+                      job_id=f"trigger-{event.event_id}-{int(now.timestamp() * 1000)}", _log_event=event.event_id,
+                      _pipeline=pipe)
+        pipe.hset(keys.scheduler_last_job(bench.bench_id, site), event.event_id, job.id)
+        pipe.execute()
+    return job
