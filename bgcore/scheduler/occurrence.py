@@ -20,12 +20,9 @@ from redis.exceptions import WatchError
 
 from bgcore import keys
 from bgcore.bench import Bench
-from bgcore.context import SiteContext, site_context
-from bgcore.enqueue import EXECUTE_JOB
+from bgcore.context import site_context
+from bgcore.enqueue import enqueue
 from bgcore.errors import BgcoreError
-from bgcore.methods import check_app_installed, resolve
-from bgcore.queues import check_queue
-from bgcore.rqbridge import rq_queue
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +77,8 @@ def enqueue_occurrences(
 ) -> EnqueueReport:
     """Claim and enqueue each occurrence unless some daemon already did.
 
-    Each job is made inside its site as :func:`bgcore.enqueue` would make it,
-    marked as a run of its event (the worker logs it). An occurrence whose enqueue is
+    Each job goes through :func:`bgcore.enqueue` inside its site, marked as a
+    run of its event (the worker logs it). An occurrence whose enqueue is
     refused (method gone, app uninstalled, broken site config) is reported in
     ``failed`` and logged at ERROR; the others still go out. ``keep_going`` is
     asked before every chunk after the first (the daemon renews its lease
@@ -133,11 +130,11 @@ def _queue_commands(
         runs: dict[str, str] = {}
         jobs: dict[str, str] = {}
         try:
-            with site_context(bench, site) as ctx:
-                resolved: set[str] = set()
+            with site_context(bench, site):
                 for occ, claim_key in items:
                     try:
-                        _add_job(pipe, ctx, occ, resolved)
+                        enqueue(occ.method, queue=occ.queue, timeout=occ.timeout, job_name=occ.method,
+                                job_id=occ.job_local_id, _log_event=occ.event_id, _pipeline=pipe)
                     except BgcoreError as exc:
                         logger.error("scheduled run not enqueued site=%s event=%s method=%s: %s",
                                      site, occ.event_id, occ.method, exc)
@@ -154,27 +151,3 @@ def _queue_commands(
             pipe.hset(keys.scheduler_last_run(bench_id, site), mapping=runs)
             pipe.hset(keys.scheduler_last_job(bench_id, site), mapping=jobs)
     return enqueued, failed
-
-
-def _add_job(pipe: Any, ctx: SiteContext, occ: Occurrence, resolved: set[str]) -> None:
-    """Add ``occ``'s run to the open transaction ``pipe``: the job ``bgcore.enqueue`` makes for it.
-
-    The payload is :func:`bgcore.enqueue`'s with ``_log_event`` (``"log": true,
-    "event": ...``) and the same checks run first (app installed on the site,
-    queue known, method importable). ``bgcore.enqueue`` itself is not called:
-    an explicit job id makes it check uniqueness with a script that runs at
-    once, outside the caller's transaction, so a daemon that lost a WATCH race
-    would leave a job behind without its claim. Here the claim key, in the same
-    transaction, is the gate: claim, job and queue push commit together or not at all.
-    """
-    check_app_installed(occ.method, occ.site, ctx.config.installed_apps)
-    spec = check_queue(ctx.queues, occ.queue)
-    if occ.method not in resolved:
-        resolve(occ.method)
-        resolved.add(occ.method)
-    payload: dict[str, Any] = {"site": occ.site, "method": occ.method, "kwargs": {}, "user": ctx.user,
-                               "job_name": occ.method, "log": True, "event": occ.event_id}
-    rq_queue(ctx.bench, spec.name).enqueue_call(
-        EXECUTE_JOB, kwargs=payload, timeout=occ.timeout or spec.timeout, job_id=occ.rq_job_id,
-        description=occ.method, pipeline=pipe,
-    )

@@ -192,10 +192,8 @@ def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
             "pass the event id of the one to run instead of the method"
         )
     event = matches[0]
-    with site_context(bench, site), bench.redis().pipeline() as pipe:
+    with site_context(bench, site):
         job = enqueue(event.method, queue=event.queue, timeout=event.timeout, job_name=event.method,
-                      job_id=f"trigger-{event.event_id}-{int(now.timestamp() * 1000)}", _log_event=event.event_id,
-                      _pipeline=pipe)
-        pipe.hset(keys.scheduler_last_job(bench.bench_id, site), event.event_id, job.id)
-        pipe.execute()
+                      job_id=f"trigger-{event.event_id}-{int(now.timestamp() * 1000)}", _log_event=event.event_id)
+    bench.redis().hset(keys.scheduler_last_job(bench.bench_id, site), event.event_id, job.id)
     return job
