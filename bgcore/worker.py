@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from rq import Worker, get_current_job
+from rq.exceptions import AbandonedJobError
 
 from bgcore.bench import Bench
 from bgcore.connection import ping
@@ -82,7 +83,24 @@ def make_worker(bench: Bench, queues: str | None = None) -> Worker:
         connection=bench.redis(),
         serializer=SERIALIZER,
         work_horse_killed_handler=partial(_horse_killed, bench),
+        exception_handlers=[partial(_abandoned, bench)],
     )
+
+
+def _abandoned(bench: Bench, job: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """RQ exception handler: a job RQ's cleanup finds abandoned (its whole worker died) gets its job-log row.
+
+    Every other exception is the job's own and was logged by :func:`execute_job`
+    already. Returns None, so RQ's other handlers still run.
+    """
+    if not (isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError)):
+        return
+    message = "AbandonedJobError: the worker running this job died before it finished (found by RQ's cleanup)"
+    try:
+        if log_lost_run(bench, job, message, datetime.now(timezone.utc)):
+            logger.error("abandoned job site=%s job=%s; failure written to the job log", job.kwargs.get("site"), job.id)
+    except Exception:  # RQ's cleanup must go on
+        logger.exception("job log for abandoned job not written job=%s", getattr(job, "id", None))
 
 
 def _horse_killed(bench: Bench, job: Any, retpid: int, ret_val: int, rusage: Any) -> None:

@@ -101,12 +101,14 @@ class SchedBench:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-        """Signal the process group of a process this helper started (its own session)."""
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
+        """Signal every process of a process this helper started: its session, RQ work-horses included."""
+        signal_session(proc.pid, sig)
         proc.wait(timeout=15)
+        if sig == signal.SIGKILL:
+            wait_for(lambda: not session_members(proc.pid), 10, f"session {proc.pid} to be gone")
 
     def stop_all(self) -> None:
+        """Stop what this helper started (SIGTERM, then SIGKILL), leaving no work-horse behind."""
         for proc in self.procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -116,6 +118,41 @@ class SchedBench:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+        for proc in self.procs:
+            signal_session(proc.pid, signal.SIGKILL)  # work-horses sit in their own process group
+        for proc in self.procs:
+            wait_for(lambda: not session_members(proc.pid), 10, f"session {proc.pid} to be gone")
+
+
+def session_members(sid: int) -> list[int]:
+    """The live processes of session ``sid``: a process started with ``start_new_session`` and
+    all it forked, RQ work-horses included (they move to a process group of their own)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid and not _zombie(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def signal_session(sid: int, sig: int) -> None:
+    """Send ``sig`` to every process of session ``sid`` (see :func:`session_members`)."""
+    for pid in session_members(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            continue
 
 
 def cron_hooks_text(app: str, crons: dict[str, list[str]]) -> str:

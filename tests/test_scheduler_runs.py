@@ -6,6 +6,8 @@ the session's real redis-server and the sites' real (SQLite) databases."""
 
 from __future__ import annotations
 
+import shutil
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,7 +19,7 @@ from bgcore import keys
 from bgcore.scheduler.daemon import SchedulerDaemon
 from bgcore.scheduler.runs import due_of
 from tests.conftest import BenchDir
-from tests.test_scheduler_daemon_support import SchedBench, cron_hooks_text, make_sched_bench
+from tests.test_scheduler_daemon_support import SchedBench, cron_hooks_text, make_sched_bench, wait_for
 
 UTC = timezone.utc
 
@@ -156,3 +158,38 @@ def test_a_triggered_run_reports_its_status_but_does_not_move_the_schedule(minut
     # Then its status is recorded, its last execution (the schedule) is not
     after = registry_rows(minutely, "a.test")["every2"]
     assert after.last_status == "finished" and after.last_execution == before.last_execution
+
+
+def test_a_run_whose_whole_worker_died_gets_its_row_from_rqs_cleanup(bench_dir: BenchDir) -> None:
+    from rq.registry import StartedJobRegistry
+
+    from bgcore.rqbridge import SERIALIZER, rq_queue
+    from bgcore.worker import make_worker
+
+    # Given a long scheduled run on a.test, started by a real worker
+    sched = make_sched_bench(bench_dir, ["every"])
+    sched.hooks.write_text(cron_hooks_text(sched.app, {"* * * * *": ["slow"]}))
+    sched.add_site("a.test", slow_seconds=60)
+    shutil.rmtree(bench_dir.sites / "b.test")
+    sched.migrate()
+    now = next_minute_plus(10)
+    try:
+        daemon = started_daemon(sched, datetime.now(UTC))
+        (occ,) = daemon.tick(1.0, now)
+        daemon.lease.release()
+        worker = sched.worker()
+        wait_for(lambda: sched.records("a.test", "slow-start"), 20, "the slow run to start")
+        # When the whole worker (parent and work-horse) is killed, so neither can write anything
+        sched.kill(worker)
+        assert not job_log_rows(sched, "a.test")
+        # And RQ's cleanup (another worker's maintenance) later finds the run abandoned
+        bench = sched.dir.bench()
+        registry = StartedJobRegistry(rq_queue(bench, "default").name, connection=bench.redis(), serializer=SERIALIZER)
+        registry.cleanup(timestamp=time.time() + 3600, exception_handlers=make_worker(bench)._exc_handlers)
+    finally:
+        sched.stop_all()
+    # Then the run is in the job log as a failure of its event, and its event records it
+    (row,) = job_log_rows(sched, "a.test")
+    assert (row.job_id, row.status, row.event) == (occ.rq_job_id, "failed", occ.event_id)
+    assert "AbandonedJobError" in row.exception
+    assert registry_rows(sched, "a.test")["slow"].last_status == "failed"
