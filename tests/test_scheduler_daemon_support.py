@@ -105,7 +105,7 @@ class SchedBench:
         signal_session(proc.pid, sig)
         proc.wait(timeout=15)
         if sig == signal.SIGKILL:
-            wait_for(lambda: not session_members(proc.pid), 10, f"session {proc.pid} to be gone")
+            wait_for(lambda sid=proc.pid: not session_members(sid), 10, f"session {proc.pid} to be gone")
 
     def stop_all(self) -> None:
         """Stop what this helper started (SIGTERM, then SIGKILL), leaving no work-horse behind."""
@@ -121,7 +121,7 @@ class SchedBench:
         for proc in self.procs:
             signal_session(proc.pid, signal.SIGKILL)  # work-horses sit in their own process group
         for proc in self.procs:
-            wait_for(lambda: not session_members(proc.pid), 10, f"session {proc.pid} to be gone")
+            wait_for(lambda sid=proc.pid: not session_members(sid), 10, f"session {proc.pid} to be gone")
 
 
 def session_members(sid: int) -> list[int]:

@@ -19,7 +19,12 @@ from bgcore import keys
 from bgcore.scheduler.daemon import SchedulerDaemon
 from bgcore.scheduler.runs import due_of
 from tests.conftest import BenchDir
-from tests.test_scheduler_daemon_support import SchedBench, cron_hooks_text, make_sched_bench, wait_for
+from tests.test_scheduler_daemon_support import (
+    SchedBench,
+    cron_hooks_text,
+    make_sched_bench,
+    wait_for,
+)
 
 UTC = timezone.utc
 
