@@ -33,7 +33,7 @@ CRONS = ("0 * * * *", "0 0 * * *", "30 1 * * *", "0 2 * * *", "0 0 * * 0", "0 0 
          "*/15 * * * *", "0 */6 * * *", "45 3 * * *", "0 0 1 1 *")
 NOW = datetime(2026, 3, 10, 12, 7, 30, tzinfo=UTC)  # a Tuesday, between every event's slots
 BURST_SITES = 10_000
-BURST_METHODS = ("testapp.tasks.noop", "testapp.tasks.echo", "testapp.tasks.record")
+BURST_METHODS = ("testapp.tasks.noop", "testapp.tasks.echo", "testapp.tasks.heartbeat")
 
 
 def build(n_sites: int, last: datetime) -> object:
