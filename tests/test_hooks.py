@@ -209,6 +209,16 @@ def test_a_missing_method_suggests_the_closest_name(make_app: MakeApp) -> None:
     assert "key 'hourly'" in problem
 
 
+def test_a_method_that_needs_arguments_is_reported(make_app: MakeApp) -> None:
+    # Given a scheduled method with a required parameter (scheduled runs pass none)
+    tasks = TASKS + "\ndef send(to, subject='hi', *args, **kwargs):\n    pass\n"
+    app = make_app('scheduler_events = {"daily": ["APP.tasks.send", "APP.tasks.alpha"]}', tasks=tasks)
+    # Then only that method is a problem, and the message names the missing argument
+    (problem,) = problems_of(app)
+    assert f"{app}.tasks.send needs arguments (to) but scheduled methods are called without any" in problem
+    assert "key 'daily'" in problem
+
+
 def test_a_misspelled_cron_alias_suggests_the_alias(make_app: MakeApp) -> None:
     app = make_app('scheduler_events = {"cron": {"@dialy": ["APP.tasks.alpha"]}}')
     (problem,) = problems_of(app)

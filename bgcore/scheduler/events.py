@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import logging
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -214,14 +215,29 @@ def _add_methods(
             path = method_path(method) if isinstance(method, str) else None
             if path is None:
                 raise UnknownMethod(f"{method!r} is not a dotted path string like 'app.module.function'")
-            resolve(path)
+            function = resolve(path)
         except UnknownMethod as exc:
             problem(where, method, then(str(exc), "Fix the path or define the function"))
+            continue
+        required = _required_arguments(function)
+        if required:
+            problem(where, method, f"{path} needs arguments ({', '.join(required)}) but scheduled methods are "
+                                   "called without any; give them defaults or schedule a wrapper that takes none")
             continue
         spec = EventSpec(app=app, method=path, frequency=key, cron=cron, queue=queue)
         if spec.event_id in specs:
             logger.warning("app=%s key=%s lists %s twice; it is scheduled once", app, where, path)
         specs[spec.event_id] = spec
+
+
+def _required_arguments(function: Any) -> list[str]:
+    """Parameters ``function`` cannot be called without (none when its signature is unknown)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def then(text: str, advice: str) -> str:
