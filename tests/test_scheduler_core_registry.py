@@ -147,7 +147,8 @@ def test_first_sync_registers_every_event(bench_dir: BenchDir, apps: Apps, any_e
     # Then all four are added, registered now, with their queues and crons
     assert (len(report.added), report.updated, report.removed) == (4, (), ())
     assert report.apps == ("testapp", app) and report.hooks_changed == ("testapp", app)
-    assert str(report).startswith("added 4, updated 0, removed 0")
+    assert str(report).startswith("added 4, updated 0, removed 0 (+")
+    assert all(f"+{spec.method} [{spec.frequency}" in str(report) for spec in report.added)
     events = {(e.frequency, e.method.rsplit(".", 1)[1]): e for e in rows(any_engine)}
     assert set(events) == {("all", "alpha"), ("hourly", "alpha"), ("daily_long", "beta"), ("cron", "gamma")}
     assert events[("daily_long", "beta")].queue == "long"

@@ -128,7 +128,21 @@ class SyncReport:
 
     def __str__(self) -> str:
         text = f"added {len(self.added)}, updated {len(self.updated)}, removed {len(self.removed)}"
+        listed = [f"{sign}{_label(spec)}" for sign, specs in (("+", self.added), ("~", self.updated),
+                                                               ("-", self.removed)) for spec in specs]
+        if listed:
+            more = f", and {len(listed) - LISTED_EVENTS} more" if len(listed) > LISTED_EVENTS else ""
+            text += f" ({', '.join(listed[:LISTED_EVENTS])}{more})"
         return text + (f"; hooks changed: {', '.join(self.hooks_changed)}" if self.hooks_changed else "")
+
+
+LISTED_EVENTS = 10
+
+
+def _label(spec: EventSpec) -> str:
+    """``method [frequency]`` with the expression for cron keys, as a migrate line shows an event."""
+    when = f"{spec.frequency} {spec.cron}" if spec.frequency.startswith("cron") else spec.frequency
+    return f"{spec.method} [{when}]"
 
 
 def site_time_zone(bench: Bench, site: str) -> str:
