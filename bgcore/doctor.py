@@ -70,7 +70,7 @@ def diagnose(bench: Bench) -> DoctorReport:
         connection.ping()
         workers_per_queue = _workers_per_queue(bench)
         for queue in queues:
-            name = queue.name.removeprefix(keys.queue_prefix(bench.bench_id))
+            name = keys.queue_of(bench.bench_id, queue.name) or queue.name
             report.queues.append(QueueHealth(
                 name=name,
                 workers=workers_per_queue.get(queue.name, 0),

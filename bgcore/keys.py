@@ -46,6 +46,14 @@ def queue_prefix(bench_id: str) -> str:
     return f"{bench_id}:"
 
 
+def queue_of(bench_id: str, rq_queue_name: str | None) -> str | None:
+    """The bench queue an RQ queue name stands for (``None`` for a queue of another bench)."""
+    prefix = queue_prefix(bench_id)
+    if not rq_queue_name or not rq_queue_name.startswith(prefix):
+        return None
+    return rq_queue_name[len(prefix):]
+
+
 def job_id(site: str, local_id: str) -> str:
     """The RQ job id of job ``local_id`` in ``site``."""
     return f"{_escape(site)}{SITE_SEPARATOR}{_escape(local_id)}"

@@ -84,8 +84,7 @@ def _entry(ctx: SiteContext, rq_job: Any, method: str, started_wall: datetime, s
            event: str | None, exc: BaseException | None) -> JobLogEntry:
     duration_ms = int((time.monotonic() - started) * 1000)
     origin = getattr(rq_job, "origin", None)
-    prefix = keys.queue_prefix(ctx.bench.bench_id)
-    queue = origin[len(prefix):] if isinstance(origin, str) and origin.startswith(prefix) else origin
+    queue = keys.queue_of(ctx.bench.bench_id, origin) or origin
     return JobLogEntry(
         job_id=ctx.job_id or "",
         method=method,

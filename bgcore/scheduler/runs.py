@@ -114,7 +114,7 @@ def log_lost_run(bench: Bench, job: Any, message: str, ended: datetime) -> bool:
     event = payload.get("event") or None
     entry = JobLogEntry(
         job_id=job.id, method=str(payload.get("method", "")),
-        queue=origin.removeprefix(keys.queue_prefix(bench.bench_id)) or None, status="failed",
+        queue=keys.queue_of(bench.bench_id, origin) or origin or None, status="failed",
         started_at=started, ended_at=ended, duration_ms=max(0, int((ended - started).total_seconds() * 1000)),
         exception=message, event=event,
     )
