@@ -124,7 +124,7 @@ def memory() -> None:
 def burst() -> None:
     from bgcore.bench import Bench
     from bgcore.scheduler.daemon import SchedulerDaemon
-    from bgcore.rqbridge import rq_queue
+    from bgcore.jobs import queued_count
     from bgcore.scheduler.loader import site_stamp
     from bgcore.scheduler.timetable import SiteState, TimedEvent, Timetable
 
@@ -155,7 +155,7 @@ def burst() -> None:
         due = table.due(60.0, now)
         enqueued = daemon.fire(due, now, 60.0)
         seconds = time.perf_counter() - started
-        queued = rq_queue(bench, "default").count
+        queued = queued_count(bench, "default")
         print(f"midnight burst: {len(due):,} due -> {len(enqueued):,} enqueued ({queued:,} in the queue) "
               f"in {seconds:.2f} s = {len(enqueued) / seconds:,.0f} jobs/s (target < 10 s)")
         started = time.perf_counter()

@@ -186,6 +186,12 @@ class Bench:
         self._import_path_done = True
 
     # -- redis --------------------------------------------------------------
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's Redis client and what was built on it (the child opens its own)."""
+        self._redis = None
+        self.__dict__.pop("_rq_queues", None)
+        self.__dict__.pop("_broker", None)
+
     def redis(self) -> Any:
         """The bench's Redis connection (one per Bench object, created on first use)."""
         if self._redis is None:

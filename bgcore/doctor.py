@@ -13,7 +13,7 @@ import socket
 from typing import Any
 
 from redis import RedisError
-from rq import Queue, Worker
+from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from bgcore import keys
@@ -21,7 +21,7 @@ from bgcore.bench import Bench
 from bgcore.connection import redis_url
 from bgcore.errors import BgcoreError
 from bgcore.queues import DEFAULT_TIMEOUTS
-from bgcore.rqbridge import SERIALIZER, rq_queue
+from bgcore.rqbridge import SERIALIZER, broker, rq_queue
 from bgcore.scheduler.overlap import worker_alive
 
 
@@ -74,9 +74,9 @@ def diagnose(bench: Bench) -> DoctorReport:
             report.queues.append(QueueHealth(
                 name=name,
                 workers=workers_per_queue.get(queue.name, 0),
-                queued=queue.count,
-                started=StartedJobRegistry(queue=queue).count,
-                failed=FailedJobRegistry(queue=queue).count,
+                queued=broker(bench).depth(name),
+                started=StartedJobRegistry(queue=queue).get_job_count(cleanup=False),
+                failed=FailedJobRegistry(queue=queue).get_job_count(cleanup=False),
             ))
     except RedisError as exc:
         report.redis_ok = False
@@ -86,21 +86,33 @@ def diagnose(bench: Bench) -> DoctorReport:
 
 
 def _workers_per_queue(bench: Bench) -> dict[str, int]:
-    """Live workers of this bench only, counted per RQ queue name.
+    """Live workers (pool horses) of this bench only, counted per RQ queue name.
 
     A registration outlives a killed worker until its TTL expires; on this host
-    the worker's pid tells at once whether it is still there.
+    the pids of the horse and of its pool parent tell at once whether it still serves.
     """
     prefix = keys.queue_prefix(bench.bench_id)
     this_host = socket.gethostname()
+    redis = bench.redis()
+    names = sorted(_text(n) for n in redis.smembers(keys.RQ_WORKERS))
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hmget(name, ["pid", "hostname", "pool_pid", "queues"])
+        records = pipe.execute()
     counts: dict[str, int] = {}
-    for worker in Worker.all(connection=bench.redis()):
-        if not worker_alive(str(worker.pid) if worker.pid else None, worker.hostname, this_host=this_host):
+    for pid, hostname, pool_pid, queues in ((_text(v) if v is not None else None for v in r) for r in records):
+        if not worker_alive(pid, hostname, this_host=this_host):
             continue
-        for name in worker.queue_names():
+        if pool_pid and not worker_alive(pool_pid, hostname, this_host=this_host):
+            continue  # its pool parent is gone: the horse is only finishing its last job
+        for name in (queues or "").split(","):
             if name.startswith(prefix):
                 counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _site_problems(bench: Bench) -> list[str]:

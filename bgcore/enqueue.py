@@ -17,33 +17,20 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
+from rq.utils import now as utc_now
 
 from bgcore import keys
 from bgcore.context import SiteContext, current
 from bgcore.errors import DuplicateJob, InvalidArgument
 from bgcore.methods import check_app_installed, method_path, resolve
 from bgcore.queues import check_queue
-from bgcore.rqbridge import rq_queue
+from bgcore.rqbridge import broker, rq_queue
 from bgcore.serialize import check_json
 
 logger = logging.getLogger(__name__)
 
 EXECUTE_JOB = "bgcore.worker.execute_job"
-
-# Removes a finished/failed job with this id so the id can be used again; leaves
-# a queued/started/scheduled/deferred one alone and answers 0. RQ's own unique
-# enqueue (a Lua script too) is then the atomic gate between racing enqueuers.
-_FREE_FINISHED_ID = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 1 end
-if status == 'queued' or status == 'started' or status == 'scheduled' or status == 'deferred' then
-  return 0
-end
-redis.call('DEL', KEYS[1])
-return 1
-"""
 
 
 def enqueue(
@@ -101,44 +88,29 @@ def enqueue(
     payload: dict[str, Any] = {"site": ctx.site, "method": path, "kwargs": kwargs, "user": ctx.user, "job_name": job_name}
     if _log_event:
         payload.update(log=True, event=_log_event)
-    rq_q = rq_queue(ctx.bench, spec.name)
-    if unique:
-        free = ctx.bench.redis().eval(_FREE_FINISHED_ID, 1, Job.key_for(rq_id))
-        if not free:
-            raise _duplicate(ctx.site, local_id)
+    job = rq_queue(ctx.bench, spec.name).create_job(
+        EXECUTE_JOB, kwargs=payload, timeout=timeout or spec.timeout, job_id=rq_id,
+        description=job_name or path, status=JobStatus.QUEUED,
+    )
     if enqueue_after_commit:
         # The id is known now; the job reaches Redis only when the site's transaction commits.
-        job = rq_q.create_job(EXECUTE_JOB, kwargs=payload, timeout=timeout or spec.timeout, job_id=rq_id,
-                              description=job_name or path, status=JobStatus.QUEUED)
-        ctx.db.after_commit(lambda: _push(rq_q, job, ctx.site, at_front, unique))
+        ctx.db.after_commit(lambda: _push(ctx, job, spec.name, at_front, unique))
         logger.debug("held until commit site=%s job=%s method=%s", ctx.site, rq_id, path)
         return job
-    try:
-        job = rq_q.enqueue_call(
-            EXECUTE_JOB,
-            kwargs=payload,
-            timeout=timeout or spec.timeout,
-            job_id=rq_id,
-            at_front=at_front,
-            description=job_name or path,
-            unique=unique,
-            pipeline=_pipeline,
-        )
-    except DuplicateJobError:
-        raise _duplicate(ctx.site, local_id) from None
+    if _pipeline is not None:
+        job.enqueued_at = utc_now()
+        broker(ctx.bench).push(job, ctx.site, spec.name, at_front=at_front, pipeline=_pipeline)
+        return job
+    _push(ctx, job, spec.name, at_front, unique)
     logger.debug("enqueued site=%s job=%s method=%s queue=%s", ctx.site, rq_id, path, spec.name)
     return job
 
 
-def _push(rq_q: Any, job: Job, site: str, at_front: bool, deduplicate: bool) -> None:
-    """Enqueue a job held until commit (the deduplication check happens now)."""
-    if deduplicate and not rq_q.connection.eval(_FREE_FINISHED_ID, 1, job.key):
-        raise _duplicate(site, keys.local_job_id(job.id))
-    try:
-        rq_q.enqueue_job(job, at_front=at_front, unique=deduplicate)
-    except DuplicateJobError:
-        raise _duplicate(site, keys.local_job_id(job.id)) from None
-    logger.debug("enqueued after commit site=%s job=%s", site, job.id)
+def _push(ctx: SiteContext, job: Job, queue: str, at_front: bool, unique: bool) -> None:
+    """Put ``job`` on ``ctx``'s site list of ``queue``; with ``unique``, refuse an id still queued or running."""
+    job.enqueued_at = utc_now()
+    if not broker(ctx.bench).push(job, ctx.site, queue, at_front=at_front, unique=unique):
+        raise _duplicate(ctx.site, keys.local_job_id(job.id))
 
 
 def _duplicate(site: str, local_id: str) -> DuplicateJob:

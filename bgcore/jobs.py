@@ -10,7 +10,7 @@ from rq.job import Job
 from bgcore import keys
 from bgcore.bench import Bench, validate_site_name
 from bgcore.queues import check_queue
-from bgcore.rqbridge import SERIALIZER, rq_queue
+from bgcore.rqbridge import SERIALIZER, broker
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,15 @@ class PurgeReport:
 
 
 def pending_jobs(bench: Bench, site: str | None = None) -> list[PendingJob]:
-    """Queued jobs of the bench (of ``site`` only, matched exactly), per queue in priority order."""
-    prefix = keys.site_job_prefix(validate_site_name(site)) if site else None
+    """Queued jobs of the bench (of ``site`` only, matched exactly), per queue in priority order.
+
+    With ``site``, only that site's lists are read (no scan of other sites' jobs).
+    """
+    if site is not None:
+        validate_site_name(site)
     found: list[PendingJob] = []
     for name in bench.queues:
-        queue = rq_queue(bench, name)
-        ids = [i for i in queue.get_job_ids() if prefix is None or i.startswith(prefix)]
+        ids = broker(bench).queued_ids(name, site)
         for job in Job.fetch_many(ids, connection=bench.redis(), serializer=SERIALIZER):
             if job is None:
                 continue
@@ -51,6 +54,11 @@ def pending_jobs(bench: Bench, site: str | None = None) -> list[PendingJob]:
                 enqueued_at=job.enqueued_at,
             ))
     return found
+
+
+def queued_count(bench: Bench, queue: str, site: str | None = None) -> int:
+    """How many jobs wait in ``queue`` (of ``site`` only, if given); exact, without reading the jobs."""
+    return broker(bench).depth(check_queue(bench.queues, queue).name, validate_site_name(site) if site else None)
 
 
 def _payload(job: Job) -> dict[str, object]:
@@ -68,17 +76,10 @@ def _text(value: object) -> str | None:
 def purge_jobs(bench: Bench, site: str, queue: str | None = None) -> PurgeReport:
     """Remove ``site``'s queued jobs (exact site match) from ``queue`` or every queue.
 
-    A job a worker takes between listing and removal is left alone: its record
-    is deleted only when this call removed it from the queue itself.
+    Each queue's list of the site goes in one atomic step; a job a worker took
+    before that step is left alone (it is running, not queued).
     """
-    prefix = keys.site_job_prefix(validate_site_name(site))
+    validate_site_name(site)
     names = [check_queue(bench.queues, queue).name] if queue else list(bench.queues)
-    connection = bench.redis()
-    removed = 0
-    for name in names:
-        rq_q = rq_queue(bench, name)
-        for job_id in rq_q.get_job_ids():
-            if job_id.startswith(prefix) and connection.lrem(rq_q.key, 0, job_id):
-                connection.delete(Job.key_for(job_id))
-                removed += 1
+    removed = sum(len(broker(bench).purge(name, site)) for name in names)
     return PurgeReport(removed=removed, queues=names)

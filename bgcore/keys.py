@@ -117,3 +117,78 @@ def scheduler_last_job(bench_id: str, site: str) -> str:
 def scheduler_site_errors(bench_id: str) -> str:
     """Hash: site -> why the scheduler daemon does not schedule it (cleared once the site loads)."""
     return bench_key(bench_id, "scheduler", "site_errors")
+
+
+# -- worker engine (issue 7): fair per-site queues and the take/finish protocol ---------------------
+#
+# A bench queue ``q`` is no longer one RQ list. Each site with jobs waiting has its own list, and a
+# ring lists the sites that have jobs waiting (each at most once); a worker takes from the site at
+# the head of the ring and rotates it to the tail. See docs/engine.md.
+
+
+def queue_ring(bench_id: str, queue: str) -> str:
+    """List: the sites that have jobs waiting in ``queue``, in turn order (each site at most once)."""
+    return bench_key(bench_id, "queue", queue, "ring")
+
+
+def site_queue_prefix(bench_id: str, queue: str) -> str:
+    """Prefix of the per-site job lists of ``queue``; the site name follows it."""
+    return bench_key(bench_id, "queue", queue, "site") + ":"
+
+
+def site_queue(bench_id: str, queue: str, site: str) -> str:
+    """List: the ids of ``site``'s jobs waiting in ``queue``, oldest first."""
+    return site_queue_prefix(bench_id, queue) + site
+
+
+def queue_wake(bench_id: str, queue: str) -> str:
+    """List of wake-up tokens: each enqueue pushes one; idle workers block on it (bounded)."""
+    return bench_key(bench_id, "queue", queue, "wake")
+
+
+def worker_processing(bench_id: str, worker: str) -> str:
+    """List: the ids of the jobs worker (horse) ``worker`` has taken and not finished (at most one)."""
+    return bench_key(bench_id, "worker", worker, "processing")
+
+
+def started_registry(rq_queue_name: str) -> str:
+    """RQ's StartedJobRegistry key of an RQ queue (entries ``<job id>:<execution id>``)."""
+    return f"rq:wip:{rq_queue_name}"
+
+
+def finished_registry(rq_queue_name: str) -> str:
+    """RQ's FinishedJobRegistry key of an RQ queue."""
+    return f"rq:finished:{rq_queue_name}"
+
+
+def failed_registry(rq_queue_name: str) -> str:
+    """RQ's FailedJobRegistry key of an RQ queue."""
+    return f"rq:failed:{rq_queue_name}"
+
+
+def rq_job(rq_job_id: str) -> str:
+    """RQ's job hash."""
+    return f"rq:job:{rq_job_id}"
+
+
+def rq_results(rq_job_id: str) -> str:
+    """RQ's result stream of a job (``Result`` entries, newest last)."""
+    return f"rq:results:{rq_job_id}"
+
+
+def rq_worker(worker: str) -> str:
+    """RQ's worker registration hash."""
+    return f"rq:worker:{worker}"
+
+
+RQ_WORKERS = "rq:workers"
+
+
+def rq_queue_workers(rq_queue_name: str) -> str:
+    """RQ's set of the workers registered for an RQ queue."""
+    return f"rq:workers:{rq_queue_name}"
+
+
+def rq_legacy_queue(rq_queue_name: str) -> str:
+    """The plain RQ list of a queue (jobs written by RQ itself or by bgcore before the engine)."""
+    return f"rq:queue:{rq_queue_name}"

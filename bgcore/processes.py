@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import psutil
 import redis
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process ``pid`` exists on this host (even one we may not signal)."""
+    """True when a process ``pid`` runs on this host (even one we may not signal).
+
+    A zombie is not alive: a process that died after its parent did waits, as a
+    zombie, for an init that may reap it late (or never, in some containers).
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def free_port() -> int:

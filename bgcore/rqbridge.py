@@ -1,6 +1,8 @@
-"""RQ objects for a bench: queues and workers that share one JSON serializer.
+"""RQ objects for a bench, sharing one JSON serializer, and the bench's :class:`Broker`.
 
-Queues are cached on the bench object, so the enqueue hot path builds nothing.
+Both are cached on the bench object, so the enqueue hot path builds nothing.
+RQ ``Queue`` objects only build jobs (``create_job``) and name registries; the
+queued jobs themselves live in bgcore's per-site lists (docs/engine.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from bgcore import keys
 
 if TYPE_CHECKING:
     from bgcore.bench import Bench
+    from bgcore.engine.broker import Broker
 
 SERIALIZER = JSONSerializer
 
@@ -32,6 +35,16 @@ def rq_queue(bench: Bench, name: str) -> Queue:
         )
         cache[name] = queue
     return queue
+
+
+def broker(bench: Bench) -> Broker:
+    """The bench's take/finish protocol over its Redis (one per Bench object; see bgcore.engine.broker)."""
+    found: Broker | None = bench.__dict__.get("_broker")
+    if found is None:
+        from bgcore.engine.broker import Broker
+
+        found = bench.__dict__["_broker"] = Broker(bench.redis(), bench.bench_id)
+    return found
 
 
 def all_rq_queues(bench: Bench) -> list[Queue]:

@@ -1,12 +1,12 @@
 """``bgcore start``: run a whole bench in one process tree.
 
-It runs the bench's private Redis when ``redis_queue`` is not set, the workers
-the config asks for (``background_workers`` per queue, default 1) and the
-scheduler daemon, restarts a child that dies, and on Ctrl-C (SIGINT) or
-SIGTERM stops them gracefully: workers finish their current job (RQ's warm
-shutdown) for up to ``shutdown_grace_seconds`` (bench config, default 30);
-a job still running then is stopped (RQ's cold shutdown kills its work
-horse; RQ records it as failed when it cleans its started registry). Queued
+It runs the bench's private Redis when ``redis_queue`` is not set, one worker
+pool per queue sized by the config (``background_workers`` horses per queue,
+default 1; a queue with 0 gets none) and the scheduler daemon, restarts a
+child that dies, and on Ctrl-C (SIGINT) or SIGTERM stops them gracefully:
+horses finish their current job for up to ``shutdown_grace_seconds`` (bench
+config, default 30); a job still running then is stopped (the pool's cold
+stop kills its horse and records the job as failed, with the reason). Queued
 jobs stay in Redis, and the private Redis saves its append-only file before
 it exits. On Linux every child also gets SIGTERM if this supervisor itself
 dies, so no worker or Redis is left behind.
@@ -27,12 +27,11 @@ from types import FrameType
 from bgcore import embedded_redis
 from bgcore.bench import Bench
 from bgcore.connection import ping
-from bgcore.errors import ConfigError
+from bgcore.engine.settings import EngineSettings
 from bgcore.processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 
-GRACE_SECONDS = 30.0
 COLD_STOP_SECONDS = 10.0
 RESTART_BACKOFF = 2.0
 
@@ -57,8 +56,9 @@ def child_commands(bench: Bench, with_scheduler: bool) -> list[Child]:
     base = [sys.executable, "-m", "bgcore.cli", "--bench", str(bench.path)]
     children = []
     for spec in bench.queues.values():
-        for index in range(spec.background_workers):
-            children.append(Child(f"worker[{spec.name}#{index + 1}]", [*base, "worker", "--queue", spec.name]))
+        if spec.background_workers > 0:
+            children.append(Child(f"worker[{spec.name}]", [*base, "worker", "--queue", spec.name,
+                                                          "--pool", str(spec.background_workers)]))
     if with_scheduler:
         children.append(Child("scheduler", [*base, "schedule"]))
     return children
@@ -146,11 +146,5 @@ def _wait_all(children: list[Child], seconds: float) -> list[Child]:
 
 
 def shutdown_grace(bench: Bench) -> float:
-    """``shutdown_grace_seconds`` from the bench config (default 30)."""
-    value = bench.common_config.get("shutdown_grace_seconds", GRACE_SECONDS)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ConfigError(
-            f"{bench.sites_path / 'common_site_config.json'}: shutdown_grace_seconds must be a "
-            f"number of seconds >= 0, found {value!r}"
-        )
-    return float(value)
+    """``shutdown_grace_seconds`` from the bench config (default 30; checked with the engine's settings)."""
+    return EngineSettings.from_bench(bench).shutdown_grace_seconds

@@ -17,8 +17,8 @@ import bgcore
 from bgcore import keys
 from bgcore.errors import (AppNotInstalled, DuplicateJob, InvalidArgument, NoSiteContext, SerializationError,
                            UnknownMethod, UnknownQueue)
-from bgcore.jobs import pending_jobs
-from bgcore.rqbridge import SERIALIZER, rq_queue
+from bgcore.jobs import pending_jobs, queued_count
+from bgcore.rqbridge import SERIALIZER, broker, rq_queue
 from bgcore.worker import run_worker
 
 from tests.conftest import BenchDir
@@ -57,7 +57,7 @@ def test_now_runs_inline_in_the_callers_site(bench_dir: BenchDir, tmp_path: Path
         assert bgcore.enqueue("testapp.tasks.add", now=True, a=2, b=3) == 5
         assert bgcore.enqueue("testapp.tasks.record", is_async=False, path=str(out)) == "b.test"
     assert lines(out)[0]["site"] == "b.test"
-    assert rq_queue(bench_dir.bench(), "default").count == 0
+    assert queued_count(bench_dir.bench(), "default") == 0
 
 
 def test_at_front_puts_the_job_at_the_head(bench_dir: BenchDir) -> None:
@@ -65,7 +65,7 @@ def test_at_front_puts_the_job_at_the_head(bench_dir: BenchDir) -> None:
     with bgcore.connect("a.test", bench):
         first = bgcore.enqueue("testapp.tasks.noop")
         urgent = bgcore.enqueue("testapp.tasks.noop", at_front=True)
-    assert rq_queue(bench, "default").get_job_ids() == [urgent.id, first.id]
+    assert broker(bench).queued_ids("default") == [urgent.id, first.id]
 
 
 def test_job_kwargs_escape_hatch_passes_names_that_collide_with_options(bench_dir: BenchDir) -> None:
@@ -101,7 +101,7 @@ def test_bad_enqueue_input_is_one_clear_error_and_queues_nothing(
     with bgcore.connect("a.test", bench):
         with pytest.raises(error, match=message):
             bgcore.enqueue(**call)
-    assert sum(rq_queue(bench, q).count for q in bench.queues) == 0
+    assert sum(queued_count(bench, q) for q in bench.queues) == 0
 
 
 def test_enqueue_outside_a_site_says_how_to_enter_one(bench_dir: BenchDir) -> None:
@@ -113,8 +113,8 @@ def test_enqueue_after_commit_waits_for_the_block_to_commit(bench_dir: BenchDir)
     bench = bench_dir.bench()
     with bgcore.connect("a.test", bench):
         job = bgcore.enqueue("testapp.tasks.noop", enqueue_after_commit=True)
-        assert job.id and rq_queue(bench, "default").count == 0
-    assert rq_queue(bench, "default").get_job_ids() == [job.id]
+        assert job.id and queued_count(bench, "default") == 0
+    assert broker(bench).queued_ids("default") == [job.id]
 
 
 def test_reusing_a_job_id_never_overwrites_a_queued_job(bench_dir: BenchDir, tmp_path: Path) -> None:

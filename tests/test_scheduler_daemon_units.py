@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from rq.job import Job
 
 from bgcore import keys
-from bgcore.rqbridge import SERIALIZER, rq_queue
+from bgcore.jobs import queued_count
+from bgcore.rqbridge import SERIALIZER
 from bgcore.scheduler.lease import Lease, current_holder, lease_seconds, new_holder
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences, occurrence_id
 from bgcore.scheduler.overlap import blocked_events, worker_alive
@@ -106,7 +107,7 @@ def test_racing_daemons_enqueue_each_occurrence_once(bench_dir: BenchDir, redis_
         t.join()
     enqueued = [o for r in reports for o in r.enqueued]
     assert sorted(o.due for o in enqueued) == sorted(o.due for o in batch)
-    assert rq_queue(bench_dir.bench(), "default").count == len(batch)
+    assert queued_count(bench_dir.bench(), "default") == len(batch)
 
 
 def test_a_refused_occurrence_is_reported_and_the_others_go_out(bench_dir: BenchDir) -> None:
@@ -394,5 +395,5 @@ def test_two_daemons_that_both_believe_they_lead_enqueue_a_due_slot_once(bench_d
     enqueued = found[0] + found[1]
     assert sorted(o.site for o in enqueued) == ["a.test", "b.test"]
     assert {o.due for o in enqueued} == {now.replace(second=0).timestamp()}
-    assert rq_queue(sched.dir.bench(), "default").count == 2
+    assert queued_count(sched.dir.bench(), "default") == 2
     daemons[0].lease.release()

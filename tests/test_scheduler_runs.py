@@ -61,9 +61,9 @@ def started_daemon(sched: SchedBench, clock: datetime) -> SchedulerDaemon:
 
 
 def queued(sched: SchedBench) -> int:
-    from bgcore.rqbridge import rq_queue
+    from bgcore.jobs import queued_count
 
-    return int(rq_queue(sched.dir.bench(), "default").count)
+    return queued_count(sched.dir.bench(), "default")
 
 
 @pytest.fixture
@@ -165,11 +165,8 @@ def test_a_triggered_run_reports_its_status_but_does_not_move_the_schedule(minut
     assert after.last_status == "finished" and after.last_execution == before.last_execution
 
 
-def test_a_run_whose_whole_worker_died_gets_its_row_from_rqs_cleanup(bench_dir: BenchDir) -> None:
-    from rq.registry import StartedJobRegistry
-
-    from bgcore.rqbridge import SERIALIZER, rq_queue
-    from bgcore.worker import make_worker
+def test_a_run_whose_whole_worker_died_gets_its_row_when_the_scheduler_finds_it_abandoned(bench_dir: BenchDir) -> None:
+    from bgcore.scheduler.overlap import blocked_events
 
     # Given a long scheduled run on a.test, started by a real worker
     sched = make_sched_bench(bench_dir, ["every"])
@@ -184,17 +181,17 @@ def test_a_run_whose_whole_worker_died_gets_its_row_from_rqs_cleanup(bench_dir: 
         daemon.lease.release()
         worker = sched.worker()
         wait_for(lambda: sched.records("a.test", "slow-start"), 20, "the slow run to start")
-        # When the whole worker (parent and work-horse) is killed, so neither can write anything
+        # When the whole worker (pool parent and work-horse) is killed, so neither can write anything
         sched.kill(worker)
         assert not job_log_rows(sched, "a.test")
-        # And RQ's cleanup (another worker's maintenance) later finds the run abandoned
-        bench = sched.dir.bench()
-        registry = StartedJobRegistry(rq_queue(bench, "default").name, connection=bench.redis(), serializer=SERIALIZER)
-        registry.cleanup(timestamp=time.time() + 3600, exception_handlers=make_worker(bench)._exc_handlers)
+        # And the scheduler's overlap check next looks at the event's last run
+        blocked = blocked_events(sched.dir.bench(), {"a.test": [occ.event_id]}, now=datetime.now(UTC))
     finally:
         sched.stop_all()
-    # Then the run is in the job log as a failure of its event, and its event records it
+    # Then the run no longer blocks its event
+    assert blocked == set()
+    # And the run is in the job log as a failure of its event, and its event records it
     (row,) = job_log_rows(sched, "a.test")
     assert (row.job_id, row.status, row.event) == (occ.rq_job_id, "failed", occ.event_id)
-    assert "AbandonedJobError" in row.exception
+    assert "abandoned: worker" in row.exception and "died while running this job" in row.exception
     assert registry_rows(sched, "a.test")["slow"].last_status == "failed"

@@ -20,10 +20,12 @@ from bgcore.worker import run_worker
 @click.option("--queue", "queues", metavar="A,B", help="Queues to consume, in priority order. Default: all.")
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
 @click.option("--quiet", is_flag=True, help="Log only warnings and errors.")
+@click.option("--pool", "pool", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of work-horse processes.")
 @pass_state
-def worker(state: CliState, queues: str | None, burst: bool, quiet: bool) -> None:
-    """Run a shared worker for every site of the bench."""
-    run_worker(state.bench, queues, burst=burst, quiet=quiet)
+def worker(state: CliState, queues: str | None, burst: bool, quiet: bool, pool: int) -> None:
+    """Run a pool of shared work-horses for every site of the bench."""
+    run_worker(state.bench, queues, burst=burst, quiet=quiet, pool=pool)
 
 
 @click.command("enqueue")

@@ -9,10 +9,8 @@ database cannot take the row, that is logged and the job's outcome stands.
 from __future__ import annotations
 
 import logging
-import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -28,8 +26,6 @@ from bgcore.errors import BgcoreError, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
-
-    from bgcore.context import SiteContext
 
 logger = logging.getLogger(__name__)
 
@@ -62,39 +58,19 @@ def status_of(exc: BaseException | None) -> str:
     return "timeout" if isinstance(exc, JobTimeoutException) else "failed"
 
 
-@contextmanager
-def recording(ctx: SiteContext, rq_job: Any, method: str, *, always: bool = False,
-              event: str | None = None, also: Also | None = None) -> Iterator[None]:
-    """Record the block as a job-log row of ``ctx``'s site if it raises (or always, if asked).
-
-    ``also`` runs in the row's transaction (given the connection and the row).
-    """
-    started_wall = datetime.now(timezone.utc)
-    started = time.monotonic()
-    try:
-        yield
-    except BaseException as exc:
-        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, exc), also=also)
-        raise
-    if always:
-        write(ctx.bench, ctx.config, _entry(ctx, rq_job, method, started_wall, started, event, None), also=also)
-
-
-def _entry(ctx: SiteContext, rq_job: Any, method: str, started_wall: datetime, started: float,
-           event: str | None, exc: BaseException | None) -> JobLogEntry:
-    duration_ms = int((time.monotonic() - started) * 1000)
-    origin = getattr(rq_job, "origin", None)
-    queue = keys.queue_of(ctx.bench.bench_id, origin) or origin
+def entry_for(job_id: str | None, method: str, rq_queue: str | None, bench_id: str, *, started_at: datetime,
+              duration_ms: int, error: BaseException | None, event: str | None) -> JobLogEntry:
+    """The job-log row of a run that started at ``started_at``, took ``duration_ms`` and raised ``error`` (or not)."""
     return JobLogEntry(
-        job_id=ctx.job_id or "",
+        job_id=job_id or "",
         method=method,
-        queue=queue,
-        status=status_of(exc),
-        started_at=started_wall,
+        queue=keys.queue_of(bench_id, rq_queue) or rq_queue,
+        status=status_of(error),
+        started_at=started_at,
         ended_at=datetime.now(timezone.utc),
         duration_ms=duration_ms,
-        exception=None if exc is None else f"{type(exc).__name__}: {exc}"[:10000],
-        traceback=None if exc is None else "".join(traceback.format_exception(exc))[-60000:],
+        exception=None if error is None else f"{type(error).__name__}: {error}"[:10000],
+        traceback=None if error is None else "".join(traceback.format_exception(error))[-60000:],
         event=event,
     )
 

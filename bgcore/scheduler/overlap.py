@@ -4,9 +4,9 @@ The last run of each event is known from the hash
 ``keys.scheduler_last_job(bench, site)`` (event id -> RQ job id), written in
 the same transaction that enqueued it. A run counts as still going while its
 RQ status is queued, started, deferred or scheduled -- unless it is
-``started`` by a worker that is gone: then the run is failed here (moved to
-RQ's failed registry, as RQ's own abandoned-job cleanup does) so the event is
-not blocked forever.
+``started`` by a worker that is gone: then the run is failed here (through
+the engine's guarded finish, into RQ's failed registry) so the event is not
+blocked forever.
 
 A worker is gone when its registration key has expired (RQ lets it lapse
 about ``job_monitoring_interval + 60`` s after the last heartbeat), or at once
@@ -23,14 +23,12 @@ from typing import Any
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from rq.job_lifecycle import record_job_failure
-from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
 from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.processes import pid_alive
-from bgcore.rqbridge import SERIALIZER
+from bgcore.rqbridge import SERIALIZER, broker
 from bgcore.scheduler.runs import log_lost_run
 
 logger = logging.getLogger(__name__)
@@ -99,12 +97,10 @@ def fail_abandoned(bench: Bench, job_id: str, worker: str, *, now: datetime) -> 
         return
     site = keys.site_of_job(job_id)
     message = f"abandoned: worker {worker} died while running this job (found by the scheduler)"
-    with redis.pipeline() as pipe:
-        record_job_failure(job, message, pipe)
-        if job.origin:
-            registry = StartedJobRegistry(job.origin, connection=redis, serializer=SERIALIZER)
-            registry.remove_executions(job, pipeline=pipe)
-        pipe.execute()
+    queue = keys.queue_of(bench.bench_id, job.origin) or ""
+    started = job.started_at.timestamp() if job.started_at else None
+    if not broker(bench).finish(worker, job_id, queue, error=message, started=started):
+        return  # it ended meanwhile
     logger.error("scheduled run abandoned by a dead worker site=%s job=%s worker=%s; "
                  "marked failed so its event runs again", site, job_id, worker)
     try:

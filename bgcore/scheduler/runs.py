@@ -92,8 +92,8 @@ def recorder(config: SiteConfig, rq_job_id: str | None, event: str | None) -> Ca
     return record
 
 
-def log_lost_run(bench: Bench, job: Any, message: str, ended: datetime) -> bool:
-    """Write the failed job-log row of bgcore job ``job`` whose process died before writing one.
+def log_lost_run(bench: Bench, job: Any, message: str, ended: datetime, *, status: str = "failed") -> bool:
+    """Write the failed (or ``status="timeout"``) job-log row of bgcore job ``job`` whose process died before writing one.
 
     Also records the failure on the job's event, in the same transaction.
     Returns False when ``job`` is not a bgcore job or the row could not be written.
@@ -114,7 +114,7 @@ def log_lost_run(bench: Bench, job: Any, message: str, ended: datetime) -> bool:
     event = payload.get("event") or None
     entry = JobLogEntry(
         job_id=job.id, method=str(payload.get("method", "")),
-        queue=keys.queue_of(bench.bench_id, origin) or origin or None, status="failed",
+        queue=keys.queue_of(bench.bench_id, origin) or origin or None, status=status,
         started_at=started, ended_at=ended, duration_ms=max(0, int((ended - started).total_seconds() * 1000)),
         exception=message, event=event,
     )

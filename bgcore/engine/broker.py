@@ -1,0 +1,231 @@
+"""The take/finish protocol over a bench's Redis: push, take, finish, requeue (docs/engine.md).
+
+A :class:`Broker` belongs to one process (one Redis client). Each operation is
+one Lua script, so one round trip: a no-op job costs a push, a take and a
+finish. RQ's job hash and its started, finished and failed registries stay
+true, so ``rq.job.Job.fetch(id)`` and RQ's registry classes read bgcore jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL
+from rq.job import Job
+from rq.results import Result
+from rq.utils import utcformat
+
+from bgcore import keys
+from bgcore.engine import scripts
+from bgcore.rqbridge import SERIALIZER
+
+WAKE_CAP = 100
+# Seconds past a job's timeout before its started-registry entry counts as expired for RQ's own
+# cleanup; the pool kills an overdue horse long before that.
+REGISTRY_GRACE = 60
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job a worker has taken: where it came from and its RQ job hash."""
+
+    queue: str  # the bench queue name
+    job_id: str
+    worker: str
+    fields: dict[bytes, bytes]
+
+    @property
+    def site(self) -> str | None:
+        return keys.site_of_job(self.job_id)
+
+    def job(self, connection: Any) -> Job:
+        """The RQ job, restored from the hash the take returned (no round trip)."""
+        job = Job(self.job_id, connection=connection, serializer=SERIALIZER)
+        job.restore(self.fields)
+        return job
+
+
+class Broker:
+    """The take/finish protocol of one bench (``bench_id``) over ``redis``."""
+
+    def __init__(self, redis: Any, bench_id: str, *, clock: Clock = time.time) -> None:
+        self.redis = redis
+        self.bench_id = bench_id
+        self.clock = clock
+        self._push = redis.register_script(scripts.PUSH)
+        self._take = redis.register_script(scripts.TAKE)
+        self._finish = redis.register_script(scripts.FINISH)
+        self._requeue = redis.register_script(scripts.REQUEUE)
+        self._purge = redis.register_script(scripts.PURGE)
+        self._depths = redis.register_script(scripts.DEPTHS)
+        self._take_keys: dict[tuple[str, tuple[str, ...]], tuple[list[str], list[Any]]] = {}
+
+    # -- enqueue ----------------------------------------------------------------------------
+    def push(self, job: Job, site: str, queue: str, *, at_front: bool = False, unique: bool = False,
+             pipeline: Any = None) -> Any:
+        """Write ``job``'s hash (status queued) and put it on ``site``'s list of ``queue``.
+
+        Returns True, or False when ``unique`` and a job with this id is still queued or
+        running. With ``pipeline``, the push is added to it and its answer comes from
+        ``pipeline.execute()``.
+        """
+        fields: list[Any] = []
+        for name, value in job.to_dict().items():
+            fields += (name, value if value is not None else "")
+        answer = self._push(
+            keys=[job.key, keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
+                  keys.queue_wake(self.bench_id, queue)],
+            args=[site, job.id, int(at_front), int(unique), WAKE_CAP, *fields],
+            client=pipeline if pipeline is not None else self.redis,
+        )
+        return answer if pipeline is not None else bool(answer)
+
+    # -- take ---------------------------------------------------------------------------------
+    def take(self, worker: str, queues: Sequence[tuple[str, int]]) -> Taken | None:
+        """Take the next job from ``queues`` (``(name, default timeout)``, priority order), fairly by site.
+
+        Ids whose job is no longer queued (deleted, or cancelled with RQ's ``Job.cancel()``) are
+        dropped on the way, never run. ``None`` means every one of ``queues`` is empty.
+        """
+        names = tuple(name for name, _ in queues)
+        cached = self._take_keys.get((worker, names))
+        if cached is None:
+            rq_names = [keys.queue_name(self.bench_id, name) for name in names]
+            key_list = [keys.worker_processing(self.bench_id, worker), keys.rq_worker(worker),
+                        *(keys.queue_ring(self.bench_id, n) for n in names),
+                        *(keys.started_registry(n) for n in rq_names),
+                        *(keys.queue_wake(self.bench_id, n) for n in names)]
+            tail = [*(keys.site_queue_prefix(self.bench_id, n) for n in names), *(t for _, t in queues)]
+            cached = self._take_keys[(worker, names)] = (key_list, tail)
+        key_list, tail = cached
+        while True:
+            now = self.clock()
+            answer = self._take(keys=key_list, args=[len(names), now, _rq_time(now), worker, keys.rq_job(""),
+                                                      REGISTRY_GRACE, *tail])
+            if not answer:
+                return None
+            if len(answer) > 1:
+                break
+            # {0}: the script skipped its bound of deleted or cancelled ids while more ids wait;
+            # the queues are not empty, so take again (each call stays O(1)).
+        index, job_id, flat = answer
+        fields = dict(zip(flat[::2], flat[1::2]))
+        return Taken(queue=names[int(index) - 1], job_id=_text(job_id), worker=worker, fields=fields)
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``."""
+        wake = [keys.queue_wake(self.bench_id, name) for name in queues]
+        return self.redis.blpop(wake, timeout=timeout) is not None
+
+    # -- finish -------------------------------------------------------------------------------
+    def finish(self, worker: str, job_id: str, queue: str, *, result: Any = None, error: str | None = None,
+               started: float | None = None, ttl: int | None = None) -> bool:
+        """End job ``job_id`` that ``worker`` took from ``queue``: finished with ``result``, or failed with ``error``.
+
+        ``ttl`` defaults to RQ's result TTL (500 s) or failure TTL (a year). Returns False
+        when the job was no longer this worker's (failed or deleted by someone else).
+        """
+        now = self.clock()
+        failed = error is not None
+        if ttl is None:
+            ttl = DEFAULT_FAILURE_TTL if failed else DEFAULT_RESULT_TTL
+        entry = Result(
+            job_id, Result.Type.FAILED if failed else Result.Type.SUCCESSFUL, self.redis,
+            return_value=None if failed else result, exc_string=error, worker_name=worker,
+            serializer=SERIALIZER, execution_started_at=_utc(started) if started else None,
+            execution_ended_at=_utc(now),
+        ).serialize()
+        fields: list[Any] = []
+        for name, value in entry.items():
+            fields += (name, value)
+        rq_name = keys.queue_name(self.bench_id, queue)
+        target = keys.failed_registry(rq_name) if failed else keys.finished_registry(rq_name)
+        answer = self._finish(
+            keys=[keys.rq_job(job_id), keys.started_registry(rq_name), target,
+                  keys.worker_processing(self.bench_id, worker), keys.rq_results(job_id), keys.rq_worker(worker)],
+            args=[worker, job_id, now, _rq_time(now), ttl, "failed" if failed else "finished",
+                  round(now - started, 6) if started else 0, *fields],
+        )
+        return bool(answer)
+
+    def requeue(self, worker: str, job_id: str, queue: str) -> bool:
+        """Put back a job ``worker`` took but did not start, at the head of its site's list."""
+        site = keys.site_of_job(job_id) or ""
+        rq_name = keys.queue_name(self.bench_id, queue)
+        return bool(self._requeue(
+            keys=[keys.rq_job(job_id), keys.started_registry(rq_name), keys.worker_processing(self.bench_id, worker),
+                  keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
+                  keys.queue_wake(self.bench_id, queue)],
+            args=[worker, job_id, site],
+        ))
+
+    def adopt_legacy(self, queue: str) -> int:
+        """Move jobs left on RQ's plain list of ``queue`` (by RQ, or bgcore before its engine) to their sites.
+
+        Ids that name no bgcore site are left on that list, in their order. Returns how many moved.
+        """
+        legacy = keys.rq_legacy_queue(keys.queue_name(self.bench_id, queue))
+        moved, foreign = 0, []
+        while (raw := self.redis.lpop(legacy)) is not None:
+            job_id = _text(raw)
+            site = keys.site_of_job(job_id)
+            if site is None:
+                foreign.append(job_id)
+                continue
+            self._push(keys=[keys.rq_job(job_id), keys.site_queue(self.bench_id, queue, site),
+                             keys.queue_ring(self.bench_id, queue), keys.queue_wake(self.bench_id, queue)],
+                       args=[site, job_id, 0, 0, WAKE_CAP])
+            moved += 1
+        if foreign:
+            self.redis.rpush(legacy, *foreign)
+        return moved
+
+    def processing(self, worker: str) -> list[str]:
+        """The jobs ``worker`` has taken and not finished."""
+        return [_text(i) for i in self.redis.lrange(keys.worker_processing(self.bench_id, worker), 0, -1)]
+
+    # -- looking at queues --------------------------------------------------------------------
+    def depths(self, queue: str) -> dict[str, int]:
+        """``site -> jobs waiting`` in ``queue``, for the sites that have any (one round trip)."""
+        flat = self._depths(keys=[keys.queue_ring(self.bench_id, queue)],
+                            args=[keys.site_queue_prefix(self.bench_id, queue)])
+        return {_text(site): int(n) for site, n in zip(flat[::2], flat[1::2])}
+
+    def depth(self, queue: str, site: str | None = None) -> int:
+        """Jobs waiting in ``queue`` (of ``site`` only, if given)."""
+        if site is not None:
+            return int(self.redis.llen(keys.site_queue(self.bench_id, queue, site)))
+        return sum(self.depths(queue).values())
+
+    def queued_ids(self, queue: str, site: str | None = None) -> list[str]:
+        """Ids of the jobs waiting in ``queue`` (of ``site`` only), each site's in its order."""
+        sites = [site] if site is not None else list(self.depths(queue))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in sites:
+                pipe.lrange(keys.site_queue(self.bench_id, queue, name), 0, -1)
+            lists = pipe.execute()
+        return [_text(i) for ids in lists for i in ids]
+
+    def purge(self, queue: str, site: str) -> list[str]:
+        """Remove ``site``'s waiting jobs from ``queue`` (their hashes too); returns their ids."""
+        ids = self._purge(keys=[keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue)],
+                          args=[site, keys.rq_job("")])
+        return [_text(i) for i in ids]
+
+
+def _rq_time(epoch: float) -> str:
+    return utcformat(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
