@@ -20,7 +20,7 @@ def pid_alive(pid: int) -> bool:
     zombie, for an init that may reap it late (or never, in some containers).
     """
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:

@@ -6,8 +6,9 @@ the session's real redis-server and the sites' real (SQLite) databases."""
 
 from __future__ import annotations
 
+import os
 import shutil
-import time
+import signal
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -181,7 +182,9 @@ def test_a_run_whose_whole_worker_died_gets_its_row_when_the_scheduler_finds_it_
         daemon.lease.release()
         worker = sched.worker()
         wait_for(lambda: sched.records("a.test", "slow-start"), 20, "the slow run to start")
-        # When the whole worker (pool parent and work-horse) is killed, so neither can write anything
+        # When the whole worker is killed, pool parent first (so it cannot record its horse's death), then
+        # the work-horse, so neither can write anything
+        os.kill(worker.pid, signal.SIGKILL)
         sched.kill(worker)
         assert not job_log_rows(sched, "a.test")
         # And the scheduler's overlap check next looks at the event's last run

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from types import FrameType
-from typing import Any
 
 import psutil
 import redis
@@ -103,26 +102,27 @@ class Horse:
 
     def run_one(self, taken: Taken) -> JobRun:
         """Run one taken job through the middleware and record its end in Redis."""
-        job = taken.job(self.broker.redis)
-        payload = job.kwargs if isinstance(job.kwargs, dict) else {}
-        timeout = float(job.timeout) if job.timeout and job.timeout > 0 else None
+        payload = taken.payload()
+        timeout = taken.number("timeout")
+        seconds = float(timeout) if timeout and timeout > 0 else None
         started = self.broker.clock()
-        deadline = time.monotonic() + timeout if timeout else float("inf")
+        deadline = time.monotonic() + seconds if seconds else float("inf")
         self.slots.write(self.index, HorseState.RUNNING, deadline, taken.job_id)
         run = JobRun(
             bench=self.bench, job_id=taken.job_id, site=str(payload.get("site") or taken.site or ""),
             method=str(payload.get("method") or ""), kwargs=dict(payload.get("kwargs") or {}),
             user=payload.get("user"), job_name=payload.get("job_name"), log=bool(payload.get("log")),
-            event=payload.get("event"), queue=taken.queue, timeout=timeout, rq_job=job,
+            event=payload.get("event"), queue=taken.queue, timeout=seconds,
         )
         if not run.site or not run.method:
             run.error = ValueError(f"job {taken.job_id} is not a bgcore job (its payload names no site or method)")
         else:
             perform(run, self.middleware)
         self.slots.write(self.index, HorseState.FINISHING, time.monotonic() + FINISH_GRACE_SECONDS, taken.job_id)
-        error = None if run.error is None else _exc_string(run.error)
-        self.broker.finish(self.name, taken.job_id, taken.queue, result=storable(run.result), error=error,
-                           started=started, ttl=_ttl(job, failed=error is not None))
+        failed = run.error is not None
+        self.broker.finish(self.name, taken.job_id, taken.queue, result=storable(run.result),
+                           error=_exc_string(run.error) if run.error is not None else None, started=started,
+                           ttl=taken.number("failure_ttl" if failed else "result_ttl"))
         self.slots.clear(self.index)
         return run
 
@@ -148,11 +148,6 @@ class Horse:
 
 def _exc_string(error: BaseException) -> str:
     return "".join(traceback.format_exception(error))
-
-
-def _ttl(job: Any, *, failed: bool) -> int | None:
-    value = job.failure_ttl if failed else job.result_ttl
-    return int(value) if value is not None else None
 
 
 def horse_main(horse: Horse) -> None:

@@ -22,6 +22,7 @@ subclasses (instantiated once per pool, before the horses fork). It runs just in
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 from contextlib import AbstractContextManager
@@ -30,6 +31,7 @@ from typing import Any
 
 from rq.timeouts import JobTimeoutException
 
+from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.context import site_context
 from bgcore.db.joblog import entry_for, write
@@ -41,10 +43,8 @@ from bgcore.scheduler.runs import log_lost_run, record_start, recorder
 
 logger = logging.getLogger("bgcore.job")
 
-try:  # RQ's "current job" (rq.get_current_job()) is a ContextVar; jobs written for RQ may read it
-    from rq.job import _current_job as _rq_current_job
-except ImportError:  # pragma: no cover - another RQ version
-    _rq_current_job = None
+# RQ's "current job" (rq.get_current_job()) is a ContextVar; jobs written for RQ may read it.
+_rq_current_job: Any = getattr(importlib.import_module("rq.job"), "_current_job", None)
 
 
 class SiteContext(Middleware):
@@ -106,7 +106,8 @@ class JobLog(Middleware):
     def _write(self, run: JobRun) -> None:
         if run.ctx is None:
             return
-        origin = getattr(run.rq_job, "origin", None)
+        origin = getattr(run.rq_job, "origin", None) or (keys.queue_name(run.bench.bench_id, run.queue)
+                                                          if run.queue else None)
         entry = entry_for(run.job_id, run.method, origin, run.bench.bench_id, started_at=run.started_at,
                           duration_ms=int(run.duration * 1000), error=run.error, event=run.event)
         write(run.bench, run.ctx.config, entry, also=recorder(run.ctx.config, run.job_id, run.event))
@@ -203,6 +204,7 @@ def configured_middleware(bench: Bench) -> list[Middleware]:
     """Instances of the classes named in the bench config's ``worker_middleware`` (dotted paths)."""
     names = bench.common_config.get("worker_middleware", [])
     where = bench.sites_path / "common_site_config.json"
+    bench.activate_import_path()  # the classes usually live in an app
     if not isinstance(names, list) or not all(isinstance(n, str) and "." in n for n in names):
         raise ConfigError(f"{where}: worker_middleware must be a list of dotted class paths, found {names!r}")
     found = []

@@ -297,7 +297,7 @@ class Pool:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         signal.set_wakeup_fd(self._wake_w)
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, self._on_stop_signal)
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda signum, frame: None)
