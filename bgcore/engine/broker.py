@@ -82,6 +82,7 @@ class Broker:
         self._push = redis.register_script(scripts.PUSH)
         self._take = redis.register_script(scripts.TAKE)
         self._finish = redis.register_script(scripts.FINISH)
+        self._finish_take = redis.register_script(scripts.FINISH_TAKE)
         self._requeue = redis.register_script(scripts.REQUEUE)
         self._purge = redis.register_script(scripts.PURGE)
         self._depths = redis.register_script(scripts.DEPTHS)
@@ -114,30 +115,48 @@ class Broker:
         Ids whose job is no longer queued (deleted, or cancelled with RQ's ``Job.cancel()``) are
         dropped on the way, never run. ``None`` means every one of ``queues`` is empty.
         """
+        while True:
+            key_list, args = self._take_call(worker, queues)
+            answer = self._take(keys=key_list, args=args)
+            if answer is None or answer[0] != 0:
+                return self._taken(answer, queues, worker)
+            # {0}: the script skipped its bound of deleted or cancelled ids while more ids wait;
+            # the queues are not empty, so take again (each call stays O(1)).
+
+    def finish_and_take(self, worker: str, job_id: str, queue: str, queues: Sequence[tuple[str, int]], *,
+                        result: Any = None, error: str | None = None, started: float | None = None,
+                        ttl: int | None = None) -> tuple[bool, Taken | None]:
+        """:meth:`finish` the job, then :meth:`take` the next one, in one round trip (a busy horse's loop)."""
+        finish_keys, finish_args = self._finish_call(worker, job_id, queue, result, error, started, ttl)
+        take_keys, take_args = self._take_call(worker, queues)
+        ended, answer = self._finish_take(keys=[*finish_keys, *take_keys],
+                                          args=[len(finish_args), *finish_args, *take_args])
+        if answer is not None and answer[0] == 0:
+            return bool(ended), self.take(worker, queues)
+        return bool(ended), self._taken(answer, queues, worker)
+
+    def _take_call(self, worker: str, queues: Sequence[tuple[str, int]]) -> tuple[list[str], list[Any]]:
         names = tuple(name for name, _ in queues)
         cached = self._take_keys.get((worker, names))
         if cached is None:
             rq_names = [keys.queue_name(self.bench_id, name) for name in names]
-            key_list = [keys.worker_processing(self.bench_id, worker), keys.rq_worker(worker),
+            key_list = [keys.worker_processing(self.bench_id, worker),
                         *(keys.queue_ring(self.bench_id, n) for n in names),
                         *(keys.started_registry(n) for n in rq_names),
                         *(keys.queue_wake(self.bench_id, n) for n in names)]
             tail = [*(keys.site_queue_prefix(self.bench_id, n) for n in names), *(t for _, t in queues)]
             cached = self._take_keys[(worker, names)] = (key_list, tail)
         key_list, tail = cached
-        while True:
-            now = self.clock()
-            answer = self._take(keys=key_list, args=[len(names), now, _rq_time(now), worker, keys.rq_job(""),
-                                                      REGISTRY_GRACE, *tail])
-            if not answer:
-                return None
-            if len(answer) > 1:
-                break
-            # {0}: the script skipped its bound of deleted or cancelled ids while more ids wait;
-            # the queues are not empty, so take again (each call stays O(1)).
+        now = self.clock()
+        return key_list, [len(names), now, _rq_time(now), worker, keys.rq_job(""), REGISTRY_GRACE, *tail]
+
+    @staticmethod
+    def _taken(answer: Any, queues: Sequence[tuple[str, int]], worker: str) -> Taken | None:
+        if not answer:
+            return None
         index, job_id, flat = answer
         fields = dict(zip(flat[::2], flat[1::2]))
-        return Taken(queue=names[int(index) - 1], job_id=_text(job_id), worker=worker, fields=fields)
+        return Taken(queue=queues[int(index) - 1][0], job_id=_text(job_id), worker=worker, fields=fields)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``."""
@@ -152,6 +171,11 @@ class Broker:
         ``ttl`` defaults to RQ's result TTL (500 s) or failure TTL (a year). Returns False
         when the job was no longer this worker's (failed or deleted by someone else).
         """
+        key_list, args = self._finish_call(worker, job_id, queue, result, error, started, ttl)
+        return bool(self._finish(keys=key_list, args=args))
+
+    def _finish_call(self, worker: str, job_id: str, queue: str, result: Any, error: str | None,
+                     started: float | None, ttl: int | None) -> tuple[list[str], list[Any]]:
         now = self.clock()
         failed = error is not None
         if ttl is None:
@@ -167,13 +191,9 @@ class Broker:
             fields += (name, value)
         rq_name = keys.queue_name(self.bench_id, queue)
         target = keys.failed_registry(rq_name) if failed else keys.finished_registry(rq_name)
-        answer = self._finish(
-            keys=[keys.rq_job(job_id), keys.started_registry(rq_name), target,
-                  keys.worker_processing(self.bench_id, worker), keys.rq_results(job_id), keys.rq_worker(worker)],
-            args=[worker, job_id, now, _rq_time(now), ttl, "failed" if failed else "finished",
-                  round(now - started, 6) if started else 0, *fields],
-        )
-        return bool(answer)
+        key_list = [keys.rq_job(job_id), keys.started_registry(rq_name), target,
+                    keys.worker_processing(self.bench_id, worker), keys.rq_results(job_id)]
+        return key_list, [worker, job_id, now, _rq_time(now), ttl, "failed" if failed else "finished", *fields]
 
     def requeue(self, worker: str, job_id: str, queue: str) -> bool:
         """Put back a job ``worker`` took but did not start, at the head of its site's list."""

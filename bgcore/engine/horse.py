@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from types import FrameType
+from typing import Any
 
 import psutil
 import redis
 
 from bgcore.bench import Bench
 from bgcore.engine.broker import Broker, Taken
-from bgcore.engine.lifecycle import JobRun, Middleware, perform, storable
+from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, perform, storable
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.queues import QueueSpec
 
@@ -55,6 +56,40 @@ class _Stop(BaseException):
     """Raised by the SIGTERM handler while the horse waits for work."""
 
 
+class SlotKeeper(Middleware):
+    """Innermost middleware of a horse: tells the pool parent, through the slot, when the job's own code runs.
+
+    The parent's hard deadline (timeout + ``KILL_GRACE_SECONDS``) then covers exactly
+    what the in-job timeout covers. Before it (site entry, imports) and after it
+    (rollback, commit, job log) the slot says ``FINISHING``, with a grace of its own.
+    """
+
+    def __init__(self, slots: Slots, index: int) -> None:
+        self.slots = slots
+        self.index = index
+
+    def before_job(self, run: JobRun) -> None:
+        self._running(run)
+
+    def after_retry_decision(self, run: JobRun, decision: RetryDecision | None) -> None:
+        if decision is not None:  # the method runs again: the remaining time of its timeout applies
+            self._running(run)
+
+    def after_success(self, run: JobRun) -> None:
+        self._finishing(run)
+
+    def after_failure(self, run: JobRun) -> None:
+        self._finishing(run)
+
+    def _running(self, run: JobRun) -> None:
+        armed = run.state.setdefault("slot_armed_at", time.monotonic())  # Timeout armed its alarm just before
+        deadline = armed + run.timeout if run.timeout else float("inf")
+        self.slots.write(self.index, HorseState.RUNNING, deadline, run.job_id or "")
+
+    def _finishing(self, run: JobRun) -> None:
+        self.slots.write(self.index, HorseState.FINISHING, time.monotonic() + FINISH_GRACE_SECONDS, run.job_id or "")
+
+
 class Horse:
     """The loop of one work-horse process (runs in the forked child)."""
 
@@ -65,7 +100,7 @@ class Horse:
         self.name = name
         self.index = index
         self.slots = slots
-        self.middleware = middleware
+        self.middleware = [*middleware, SlotKeeper(slots, index)]
         self.limits = limits
         self.burst = burst
         self.stopping = False
@@ -73,41 +108,58 @@ class Horse:
         self.broker = Broker(bench.redis(), bench.bench_id)
 
     def run(self) -> int:
-        """Take and run jobs until stopped, drained (burst) or due for recycling; return the exit status."""
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        """Take and run jobs until stopped, drained (burst) or due for recycling; return the exit status.
+
+        While busy, ending one job and taking the next are one round trip (``finish_and_take``).
+        """
+        self._own_signals()
         process = psutil.Process()
         done = 0
+        taken: Taken | None = None
+        looked = False  # whether ``taken is None`` is a fresh answer of the queues
         while not self.stopping:
-            taken = self.broker.take(self.name, self.queues)
             if taken is None:
-                if self.burst:
-                    return HorseExit.STOPPED
-                self._wait()
-                continue
+                if not looked:
+                    taken = self.broker.take(self.name, self.queues)
+                looked = False
+                if taken is None:
+                    if self.burst:
+                        return HorseExit.STOPPED
+                    self._wait()
+                    continue
             if self.stopping:  # SIGTERM came while the job was being taken: it has not started
                 self.broker.requeue(self.name, taken.job_id, taken.queue)
                 break
-            self.run_one(taken)
+            run, started = self.execute(taken)
+            self._own_signals()  # a job may have replaced them; the next one must not inherit that
             done += 1
-            if done >= self.limits.max_jobs:
-                logger.info("horse %s recycled after %d jobs (max_jobs_per_horse)", self.name, done)
-                return HorseExit.RECYCLE_JOBS
-            rss_mb = process.memory_info().rss / 2**20
-            if rss_mb > self.limits.max_memory_mb:
-                logger.warning("horse %s recycled: RSS %.0f MB is over max_horse_memory_mb=%d", self.name,
-                               rss_mb, self.limits.max_memory_mb)
-                return HorseExit.RECYCLE_MEMORY
+            self.slots.count_job(self.index)
+            recycle = self._recycle(done, process)
+            if recycle is not None or self.stopping:
+                self.broker.finish(self.name, taken.job_id, taken.queue, **self._outcome(taken, run, started))
+                self.slots.clear(self.index)
+                return recycle if recycle is not None else HorseExit.STOPPED
+            _, taken = self.broker.finish_and_take(self.name, taken.job_id, taken.queue, self.queues,
+                                                   **self._outcome(taken, run, started))
+            self.slots.clear(self.index)
+            looked = True
         return HorseExit.STOPPED
 
     def run_one(self, taken: Taken) -> JobRun:
         """Run one taken job through the middleware and record its end in Redis."""
+        run, started = self.execute(taken)
+        self.broker.finish(self.name, taken.job_id, taken.queue, **self._outcome(taken, run, started))
+        self.slots.clear(self.index)
+        return run
+
+    def execute(self, taken: Taken) -> tuple[JobRun, float]:
+        """Run one taken job through the middleware; return the run and when it started (epoch seconds)."""
         payload = taken.payload()
         timeout = taken.number("timeout")
         seconds = float(timeout) if timeout and timeout > 0 else None
         started = self.broker.clock()
-        deadline = time.monotonic() + seconds if seconds else float("inf")
-        self.slots.write(self.index, HorseState.RUNNING, deadline, taken.job_id)
+        # Until SlotKeeper sees the job's own code start, the slot grants set-up a grace of its own.
+        self.slots.write(self.index, HorseState.FINISHING, time.monotonic() + FINISH_GRACE_SECONDS, taken.job_id)
         run = JobRun(
             bench=self.bench, job_id=taken.job_id, site=str(payload.get("site") or taken.site or ""),
             method=str(payload.get("method") or ""), kwargs=dict(payload.get("kwargs") or {}),
@@ -119,12 +171,30 @@ class Horse:
         else:
             perform(run, self.middleware)
         self.slots.write(self.index, HorseState.FINISHING, time.monotonic() + FINISH_GRACE_SECONDS, taken.job_id)
+        return run, started
+
+    @staticmethod
+    def _outcome(taken: Taken, run: JobRun, started: float) -> dict[str, Any]:
+        """The keyword arguments of ``Broker.finish`` for ``run``."""
         failed = run.error is not None
-        self.broker.finish(self.name, taken.job_id, taken.queue, result=storable(run.result),
-                           error=_exc_string(run.error) if run.error is not None else None, started=started,
-                           ttl=taken.number("failure_ttl" if failed else "result_ttl"))
-        self.slots.clear(self.index)
-        return run
+        return {"result": storable(run.result), "error": _exc_string(run.error) if run.error is not None else None,
+                "started": started, "ttl": taken.number("failure_ttl" if failed else "result_ttl")}
+
+    def _recycle(self, done: int, process: psutil.Process) -> HorseExit | None:
+        """Whether this horse is due for replacement after its ``done``-th job."""
+        if done >= self.limits.max_jobs:
+            logger.info("horse %s recycled after %d jobs (max_jobs_per_horse)", self.name, done)
+            return HorseExit.RECYCLE_JOBS
+        rss_mb = process.memory_info().rss / 2**20
+        if rss_mb > self.limits.max_memory_mb:
+            logger.warning("horse %s recycled: RSS %.0f MB is over max_horse_memory_mb=%d", self.name,
+                           rss_mb, self.limits.max_memory_mb)
+            return HorseExit.RECYCLE_MEMORY
+        return None
+
+    def _own_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _wait(self) -> None:
         self._waiting = True

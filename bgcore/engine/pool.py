@@ -44,7 +44,7 @@ from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.connection import ping
 from bgcore.engine.broker import Broker
-from bgcore.engine.horse import Horse, HorseExit, HorseLimits, horse_main
+from bgcore.engine.horse import FINISH_GRACE_SECONDS, Horse, HorseExit, HorseLimits, horse_main
 from bgcore.engine.lifecycle import LostJob, Middleware, _quietly
 from bgcore.engine.middleware import default_middleware
 from bgcore.engine.settings import EngineSettings
@@ -93,7 +93,6 @@ class Pool:
         self.cold = False
         self.stop_deadline = float("inf")
         self._generation = 0
-        self.jobs_done = 0
         self._signals: list[int] = []
         self._wake_r, self._wake_w = -1, -1
         self._next_heartbeat = 0.0
@@ -124,8 +123,9 @@ class Pool:
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)
-        logger.info("pool pid=%s stopped after %d job(s)", os.getpid(), self.jobs_done)
-        return self.jobs_done
+        jobs = self.slots.jobs_run()
+        logger.info("pool pid=%s stopped after %d job(s)", os.getpid(), jobs)
+        return jobs
 
     def _supervise(self) -> None:
         while self.horses or self.respawn_at:
@@ -230,7 +230,7 @@ class Pool:
         except Exception as exc:  # noqa: BLE001 - e.g. Redis away: the job stays started until it is found
             logger.error("jobs of dead horse %s not recorded (%s); job=%s stays 'started' until recovered",
                          horse.name, exc, running)
-        self.jobs_done += deregister(self.broker.redis, horse.name, self.queues, self.bench.bench_id)
+        deregister(self.broker.redis, horse.name, self.queues, self.bench.bench_id)
         if self.stopping or (self.burst and planned and code == HorseExit.STOPPED):
             return
         young = time.monotonic() - horse.born < YOUNG_DEATH_SECONDS
@@ -267,8 +267,8 @@ class Pool:
         if horse.killed_for == "cold stop":
             return "failed", "WorkerStopped: the worker was stopped (cold shutdown) while this job was running"
         if horse.killed_for == "stuck":
-            return "failed", ("WorkHorseKilled: the work-horse hung while recording this job's outcome and was "
-                              "killed; the job's own work had ended")
+            return "failed", ("WorkHorseKilled: the work-horse hung outside the job's own code (entering the "
+                              f"job's site or recording its outcome) for over {FINISH_GRACE_SECONDS:g}s and was killed")
         return "failed", (f"WorkHorseKilled: the process running this job died ({describe_exit(code)}; e.g. "
                           "killed or out of memory) before the job could finish")
 
@@ -373,7 +373,7 @@ def register(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str, 
         pipe.hset(keys.rq_worker(name), mapping={
             "birth": stamp, "last_heartbeat": stamp, "queues": ",".join(rq_names), "pid": os.getpid(),
             "hostname": hostname, "ip_address": "", "version": VERSION, "python_version": sys.version,
-            "state": "idle", "current_job": "", "pool_pid": os.getppid(),
+            "pool_pid": os.getppid(),
         })
         pipe.expire(keys.rq_worker(name), ttl)
         pipe.sadd(keys.RQ_WORKERS, keys.rq_worker(name))
@@ -382,20 +382,17 @@ def register(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str, 
         pipe.execute()
 
 
-def deregister(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str) -> int:
-    """Remove horse ``name``'s worker record and its (empty) processing list; return how many jobs it ran."""
+def deregister(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str) -> None:
+    """Remove horse ``name``'s worker record and its (empty) processing list."""
     try:
         with redis.pipeline() as pipe:
-            pipe.hmget(keys.rq_worker(name), ["successful_job_count", "failed_job_count"])
             pipe.delete(keys.rq_worker(name), keys.worker_processing(bench_id, name))
             pipe.srem(keys.RQ_WORKERS, keys.rq_worker(name))
             for spec in queues:
                 pipe.srem(keys.rq_queue_workers(keys.queue_name(bench_id, spec.name)), keys.rq_worker(name))
-            counts = pipe.execute()[0]
+            pipe.execute()
     except Exception as exc:  # noqa: BLE001 - the record lapses by itself after its TTL
         logger.warning("worker record of %s not removed: %s", name, exc)
-        return 0
-    return sum(int(c) for c in counts if c)
 
 
 # -- preloading ---------------------------------------------------------------------------------------

@@ -39,86 +39,104 @@ return 1
 
 # Take the next job: the first queue (priority order) whose ring is not empty; in it, the site at
 # the head of the ring (which then goes to the tail if it has more jobs waiting).
-# KEYS: processing list, worker hash, then ring_1..ring_n, started_1..started_n, wake_1..wake_n.
-# ARGV: n, now (epoch seconds), started_at (RQ time format), worker name, job hash prefix,
-#       registry grace seconds, then site-list prefix_1..prefix_n, default timeout_1..timeout_n.
-# Returns {queue index, job id, job hash as a flat list}, or nil (then the wake lists are cleared:
-# every token in them is stale, since every ring is empty at this instant), or {0} when the 100 ids
-# a call may look at were all skipped while that queue still has ids waiting: the caller takes again
-# (each call stays O(1); returning nil there would tell a burst worker the queues are empty).
+# K: processing list, then ring_1..ring_n, started_1..started_n, wake_1..wake_n.
+# A: n, now (epoch seconds), started_at (RQ time format), worker name, job hash prefix,
+#    registry grace seconds, then site-list prefix_1..prefix_n, default timeout_1..timeout_n.
+# Returns {queue index, job id, job hash as a flat list (as it was before the take marked it
+# started)}, or nil (then the wake lists are cleared: every token in them is stale, since every ring
+# is empty at this instant), or {0} when the 100 ids a call may look at were all skipped while that
+# queue still has ids waiting: the caller takes again (each call stays O(1); returning nil there
+# would tell a burst worker the queues are empty).
 # An id is skipped (dropped) unless its job is still 'queued': deleted, or cancelled with RQ's
 # Job.cancel(), which must never run.
-TAKE = """
-local n = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-for i = 1, n do
-  local ring = KEYS[2 + i]
-  local drained = false
-  for _ = 1, 100 do
-    local site = redis.call('LPOP', ring)
-    if not site then drained = true break end
-    local list = ARGV[6 + i] .. site
-    local id = redis.call('LPOP', list)
-    if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, site) end
-    if id then
-      local key = ARGV[5] .. id
-      if redis.call('HGET', key, 'status') == 'queued' then
-        local timeout = tonumber(redis.call('HGET', key, 'timeout') or '') or tonumber(ARGV[6 + n + i])
-        if timeout < 0 then timeout = 365 * 24 * 3600 end
-        redis.call('HSET', key, 'status', 'started', 'started_at', ARGV[3], 'worker_name', ARGV[4])
-        redis.call('ZADD', KEYS[2 + n + i], now + timeout + tonumber(ARGV[6]), id .. ':' .. ARGV[4])
-        redis.call('LPUSH', KEYS[1], id)
-        if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'state', 'busy', 'current_job', id) end
-        return {i, id, redis.call('HGETALL', key)}
+_TAKE = """
+local function take(K, A)
+  local n = tonumber(A[1])
+  local now = tonumber(A[2])
+  for i = 1, n do
+    local ring = K[1 + i]
+    local drained = false
+    for _ = 1, 100 do
+      local site = redis.call('LPOP', ring)
+      if not site then drained = true break end
+      local list = A[6 + i] .. site
+      local id = redis.call('LPOP', list)
+      if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, site) end
+      if id then
+        local key = A[5] .. id
+        local hash = redis.call('HGETALL', key)
+        local status, timeout
+        for j = 1, #hash, 2 do
+          local field = hash[j]
+          if field == 'status' then status = hash[j + 1] elseif field == 'timeout' then timeout = hash[j + 1] end
+        end
+        if status == 'queued' then
+          timeout = tonumber(timeout or '') or tonumber(A[6 + n + i])
+          if timeout < 0 then timeout = 365 * 24 * 3600 end
+          redis.call('HSET', key, 'status', 'started', 'started_at', A[3], 'worker_name', A[4])
+          redis.call('ZADD', K[1 + n + i], now + timeout + tonumber(A[6]), id .. ':' .. A[4])
+          redis.call('LPUSH', K[1], id)
+          return {i, id, hash}
+        end
       end
     end
+    if not drained then return {0} end
   end
-  if not drained then return {0} end
+  for i = 1, n do redis.call('DEL', K[1 + 2 * n + i]) end
+  return nil
 end
-for i = 1, n do redis.call('DEL', KEYS[2 + 2 * n + i]) end
-return nil
 """
 
-# End a job this worker took. KEYS: job hash, started registry, target registry (finished or
-# failed), processing list, result stream, worker hash.
-# ARGV: worker name, job id, now, ended_at, ttl (-1 = for ever, 0 = delete the job at once),
-#       outcome ('finished' | 'failed'), duration seconds, then the Result entry as field, value pairs.
+# End a job this worker took. K: job hash, started registry, target registry (finished or
+# failed), processing list, result stream.
+# A: worker name, job id, now, ended_at, ttl (-1 = for ever, 0 = delete the job at once),
+#    outcome ('finished' | 'failed'), then the Result entry as field, value pairs.
 # Only a job still ``started`` by this worker is ended (returns 1); otherwise (someone failed or
 # deleted it meanwhile) only this worker's traces are cleared (returns 0).
-FINISH = """
-local composite = ARGV[2] .. ':' .. ARGV[1]
-redis.call('ZREM', KEYS[2], composite)
-redis.call('LREM', KEYS[4], 0, ARGV[2])
-local registered = redis.call('EXISTS', KEYS[6]) == 1
-if registered then redis.call('HSET', KEYS[6], 'state', 'idle', 'current_job', '') end
-local status = redis.call('HGET', KEYS[1], 'status')
-local owner = redis.call('HGET', KEYS[1], 'worker_name')
-if status ~= 'started' or owner ~= ARGV[1] then return 0 end
-local outcome = ARGV[6]
-if registered then
-  if outcome == 'finished' then
-    redis.call('HINCRBY', KEYS[6], 'successful_job_count', 1)
-  else
-    redis.call('HINCRBY', KEYS[6], 'failed_job_count', 1)
+_FINISH = """
+local function finish(K, A)
+  redis.call('ZREM', K[2], A[2] .. ':' .. A[1])
+  redis.call('LREM', K[4], 0, A[2])
+  local owned = redis.call('HMGET', K[1], 'status', 'worker_name')
+  if owned[1] ~= 'started' or owned[2] ~= A[1] then return 0 end
+  local ttl = tonumber(A[5])
+  if ttl == 0 then
+    redis.call('DEL', K[1], K[5])
+    return 1
   end
-  redis.call('HINCRBYFLOAT', KEYS[6], 'total_working_time', ARGV[7])
-end
-local ttl = tonumber(ARGV[5])
-if ttl == 0 then
-  redis.call('DEL', KEYS[1], KEYS[5])
+  redis.call('HSET', K[1], 'status', A[6], 'ended_at', A[4])
+  redis.call('XADD', K[5], 'MAXLEN', '10', '*', unpack(A, 7))
+  if ttl > 0 then
+    redis.call('ZADD', K[3], tonumber(A[3]) + ttl, A[2])
+    redis.call('EXPIRE', K[1], ttl)
+    redis.call('EXPIRE', K[5], ttl)
+  else
+    redis.call('ZADD', K[3], '+inf', A[2])
+    redis.call('PERSIST', K[1])
+  end
   return 1
 end
-redis.call('HSET', KEYS[1], 'status', outcome, 'ended_at', ARGV[4])
-redis.call('XADD', KEYS[5], 'MAXLEN', '10', '*', unpack(ARGV, 8))
-if ttl > 0 then
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + ttl, ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[5], ttl)
-else
-  redis.call('ZADD', KEYS[3], '+inf', ARGV[2])
-  redis.call('PERSIST', KEYS[1])
+"""
+
+_SLICE = """
+local function slice(t, first, last)
+  local out = {}
+  for i = first, last do out[#out + 1] = t[i] end
+  return out
 end
-return 1
+"""
+
+TAKE = _TAKE + "return take(KEYS, ARGV)\n"
+FINISH = _FINISH + "return finish(KEYS, ARGV)\n"
+
+# A busy worker's steady state: end the job it ran and take the next one in one round trip.
+# KEYS: FINISH's 5 keys, then TAKE's. ARGV: m (the number of FINISH's arguments), FINISH's m
+# arguments, then TAKE's. Returns {finished (1/0), TAKE's answer (or false for nil)}.
+FINISH_TAKE = _TAKE + _FINISH + _SLICE + """
+local m = tonumber(ARGV[1])
+local ended = finish(slice(KEYS, 1, 5), slice(ARGV, 2, m + 1))
+local taken = take(slice(KEYS, 6, #KEYS), slice(ARGV, m + 2, #ARGV))
+return {ended, taken or false}
 """
 
 # Put a job this worker took back at the head of its site's list (taken, not started).

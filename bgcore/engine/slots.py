@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 SLOT_SIZE = 1024
-_HEADER = struct.Struct("<Bxxxxxxxd H")  # state, deadline, job id length
+_HEADER = struct.Struct("<BxxxId H")  # state, jobs run in this slot (all its horses), deadline, job id length
 _MAX_ID = SLOT_SIZE - _HEADER.size
 
 
@@ -47,9 +47,18 @@ class Slots:
         struct.pack_into("<d H", self._memory, base + 8, deadline, len(raw))
         self._memory[base] = int(state)
 
+    def count_job(self, index: int) -> None:
+        """Called by horse ``index`` after each job (only that horse writes its slot)."""
+        base = index * SLOT_SIZE + 4
+        struct.pack_into("<I", self._memory, base, struct.unpack_from("<I", self._memory, base)[0] + 1)
+
+    def jobs_run(self) -> int:
+        """Jobs run by every horse that ever used these slots."""
+        return sum(struct.unpack_from("<I", self._memory, i * SLOT_SIZE + 4)[0] for i in range(self.size))
+
     def read(self, index: int) -> SlotView:
         base = index * SLOT_SIZE
-        state, deadline, length = _HEADER.unpack_from(self._memory, base)
+        state, _jobs, deadline, length = _HEADER.unpack_from(self._memory, base)
         job_id = self._memory[base + _HEADER.size: base + _HEADER.size + length].decode(errors="replace")
         return SlotView(HorseState(state), deadline, job_id)
 
