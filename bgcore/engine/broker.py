@@ -34,12 +34,15 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class Taken:
-    """A job a worker has taken: where it came from and its RQ job hash."""
+    """A job a worker has taken: where it came from and the fields of its RQ job hash a worker needs."""
 
     queue: str  # the bench queue name
     job_id: str
     worker: str
-    fields: dict[bytes, bytes]
+    data: bytes | None  # RQ's compressed, serialized call
+    timeout: int | None = None
+    result_ttl: int | None = None
+    failure_ttl: int | None = None
 
     @property
     def site(self) -> str | None:
@@ -52,24 +55,11 @@ class Taken:
         ``Job.restore``'s date parsing on the hot path.
         """
         try:
-            _func, _instance, _args, kwargs = json.loads(zlib.decompress(self.fields[b"data"]))
+            _func, _instance, _args, kwargs = json.loads(zlib.decompress(self.data or b""))
         except Exception:  # noqa: BLE001 - a job another program wrote: not ours to run
             return {}
         return kwargs if isinstance(kwargs, dict) else {}
 
-    def number(self, field: str) -> int | None:
-        """An integer field of the job hash (``timeout``, ``result_ttl``, ``failure_ttl``), or None."""
-        raw = self.fields.get(field.encode())
-        try:
-            return int(raw) if raw not in (None, b"") else None
-        except ValueError:
-            return None
-
-    def job(self, connection: Any) -> Job:
-        """The RQ job, restored from the hash the take returned (no round trip)."""
-        job = Job(self.job_id, connection=connection, serializer=SERIALIZER)
-        job.restore(self.fields)
-        return job
 
 
 class Broker:
@@ -154,9 +144,9 @@ class Broker:
     def _taken(answer: Any, queues: Sequence[tuple[str, int]], worker: str) -> Taken | None:
         if not answer:
             return None
-        index, job_id, flat = answer
-        fields = dict(zip(flat[::2], flat[1::2]))
-        return Taken(queue=queues[int(index) - 1][0], job_id=_text(job_id), worker=worker, fields=fields)
+        index, job_id, data, timeout, result_ttl, failure_ttl = answer
+        return Taken(queue=queues[int(index) - 1][0], job_id=_text(job_id), worker=worker, data=data,
+                     timeout=_number(timeout), result_ttl=_number(result_ttl), failure_ttl=_number(failure_ttl))
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``."""
@@ -266,6 +256,13 @@ def _rq_time(epoch: float) -> str:
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def _number(raw: Any) -> int | None:
+    try:
+        return int(raw) if raw not in (None, b"") else None
+    except ValueError:
+        return None
 
 
 def _text(value: Any) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -23,7 +25,6 @@ from enum import IntEnum
 from types import FrameType
 from typing import Any
 
-import psutil
 import redis
 
 from bgcore.bench import Bench
@@ -113,7 +114,6 @@ class Horse:
         While busy, ending one job and taking the next are one round trip (``finish_and_take``).
         """
         self._own_signals()
-        process = psutil.Process()
         done = 0
         taken: Taken | None = None
         looked = False  # whether ``taken is None`` is a fresh answer of the queues
@@ -134,7 +134,7 @@ class Horse:
             self._own_signals()  # a job may have replaced them; the next one must not inherit that
             done += 1
             self.slots.count_job(self.index)
-            recycle = self._recycle(done, process)
+            recycle = self._recycle(done)
             if recycle is not None or self.stopping:
                 self.broker.finish(self.name, taken.job_id, taken.queue, **self._outcome(taken, run, started))
                 self.slots.clear(self.index)
@@ -155,7 +155,7 @@ class Horse:
     def execute(self, taken: Taken) -> tuple[JobRun, float]:
         """Run one taken job through the middleware; return the run and when it started (epoch seconds)."""
         payload = taken.payload()
-        timeout = taken.number("timeout")
+        timeout = taken.timeout
         seconds = float(timeout) if timeout and timeout > 0 else None
         started = self.broker.clock()
         # Until SlotKeeper sees the job's own code start, the slot grants set-up a grace of its own.
@@ -178,14 +178,19 @@ class Horse:
         """The keyword arguments of ``Broker.finish`` for ``run``."""
         failed = run.error is not None
         return {"result": storable(run.result), "error": _exc_string(run.error) if run.error is not None else None,
-                "started": started, "ttl": taken.number("failure_ttl" if failed else "result_ttl")}
+                "started": started, "ttl": taken.failure_ttl if failed else taken.result_ttl}
 
-    def _recycle(self, done: int, process: psutil.Process) -> HorseExit | None:
-        """Whether this horse is due for replacement after its ``done``-th job."""
+    def _recycle(self, done: int) -> HorseExit | None:
+        """Whether this horse is due for replacement after its ``done``-th job.
+
+        Memory is the peak RSS (``ru_maxrss``, one system call): once a job has pushed the
+        horse past the limit, Python seldom gives that memory back, so the peak is the measure.
+        """
         if done >= self.limits.max_jobs:
             logger.info("horse %s recycled after %d jobs (max_jobs_per_horse)", self.name, done)
             return HorseExit.RECYCLE_JOBS
-        rss_mb = process.memory_info().rss / 2**20
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_mb = peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
         if rss_mb > self.limits.max_memory_mb:
             logger.warning("horse %s recycled: RSS %.0f MB is over max_horse_memory_mb=%d", self.name,
                            rss_mb, self.limits.max_memory_mb)

@@ -42,8 +42,8 @@ return 1
 # K: processing list, then ring_1..ring_n, started_1..started_n, wake_1..wake_n.
 # A: n, now (epoch seconds), started_at (RQ time format), worker name, job hash prefix,
 #    registry grace seconds, then site-list prefix_1..prefix_n, default timeout_1..timeout_n.
-# Returns {queue index, job id, job hash as a flat list (as it was before the take marked it
-# started)}, or nil (then the wake lists are cleared: every token in them is stale, since every ring
+# Returns {queue index, job id, data, timeout, result_ttl, failure_ttl} (the job hash's fields the
+# worker needs, missing ones nil), or nil (then the wake lists are cleared: every token in them is stale, since every ring
 # is empty at this instant), or {0} when the 100 ids a call may look at were all skipped while that
 # queue still has ids waiting: the caller takes again (each call stays O(1); returning nil there
 # would tell a burst worker the queues are empty).
@@ -64,19 +64,14 @@ local function take(K, A)
       if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, site) end
       if id then
         local key = A[5] .. id
-        local hash = redis.call('HGETALL', key)
-        local status, timeout
-        for j = 1, #hash, 2 do
-          local field = hash[j]
-          if field == 'status' then status = hash[j + 1] elseif field == 'timeout' then timeout = hash[j + 1] end
-        end
-        if status == 'queued' then
-          timeout = tonumber(timeout or '') or tonumber(A[6 + n + i])
+        local got = redis.call('HMGET', key, 'status', 'timeout', 'data', 'result_ttl', 'failure_ttl')
+        if got[1] == 'queued' then
+          local timeout = tonumber(got[2] or '') or tonumber(A[6 + n + i])
           if timeout < 0 then timeout = 365 * 24 * 3600 end
           redis.call('HSET', key, 'status', 'started', 'started_at', A[3], 'worker_name', A[4])
           redis.call('ZADD', K[1 + n + i], now + timeout + tonumber(A[6]), id .. ':' .. A[4])
           redis.call('LPUSH', K[1], id)
-          return {i, id, hash}
+          return {i, id, got[3], got[2], got[4], got[5]}
         end
       end
     end
