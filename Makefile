@@ -23,7 +23,9 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[test,embedded,postgres,mariadb,bench]'
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.workers
 
 clean:
 	rm -rf $(VENV) .bgcore
