@@ -22,12 +22,13 @@ from bgcore.bench import Bench
 from bgcore.context import SiteContext, current, local, site_context
 from bgcore.db.session import finish
 from bgcore.documents import Document, enqueue_doc, get_doc, new_doc
-from bgcore.enqueue import enqueue
+from bgcore.enqueue import enqueue, enqueue_at, enqueue_in
 from bgcore.errors import BgcoreError
+from bgcore.retry import Retry
 
 __all__ = [
-    "Bench", "BgcoreError", "Document", "SiteContext", "connect", "current", "db", "enqueue",
-    "enqueue_doc", "get_doc", "local", "new_doc",
+    "Bench", "BgcoreError", "Document", "Retry", "SiteContext", "connect", "current", "db", "enqueue",
+    "enqueue_at", "enqueue_doc", "enqueue_in", "get_doc", "local", "new_doc",
 ]
 __version__ = "0.1.0"
 

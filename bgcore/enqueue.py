@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import uuid
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,7 @@ from bgcore.context import SiteContext, current
 from bgcore.errors import DuplicateJob, InvalidArgument
 from bgcore.methods import check_app_installed, method_path, resolve
 from bgcore.queues import check_queue
+from bgcore.retry import Retry
 from bgcore.rqbridge import broker, rq_queue
 from bgcore.serialize import check_json
 
@@ -46,8 +49,10 @@ def enqueue(
     job_id: str | None = None,
     deduplicate: bool = False,
     job_kwargs: dict[str, Any] | None = None,
+    retry: int | Retry | None = None,
     _log_event: str | None = None,
     _pipeline: Any = None,
+    _due: float | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run ``method(**kwargs)`` in the current site, in a worker of ``queue``.
@@ -57,7 +62,9 @@ def enqueue(
     ``timeout`` falls back to the queue's. With ``deduplicate=True`` and a
     ``job_id``, a job with that id that is still queued or running makes this
     call raise :class:`DuplicateJob` (atomically: two racing callers cannot both
-    enqueue it).
+    enqueue it). ``retry`` (a number of retries or a :class:`~bgcore.retry.Retry`)
+    runs a failed job again; without it, the queue's ``retry`` default applies.
+    :func:`enqueue_in` and :func:`enqueue_at` delay a job.
 
     For the scheduler only: ``_log_event`` marks the job as a run of that
     scheduled event (payload ``"log": true, "event": ...``, so the worker writes
@@ -86,6 +93,9 @@ def enqueue(
     local_id = keys.check_local_id(job_id) if job_id else uuid.uuid4().hex
     rq_id = keys.job_id(ctx.site, local_id)
     payload: dict[str, Any] = {"site": ctx.site, "method": path, "kwargs": kwargs, "user": ctx.user, "job_name": job_name}
+    policy = Retry.parse(retry, f"enqueue of {path}")
+    if policy is not None:
+        payload["retry"] = policy.as_payload()
     if _log_event:
         payload.update(log=True, event=_log_event)
     job = rq_queue(ctx.bench, spec.name).create_job(
@@ -94,23 +104,54 @@ def enqueue(
     )
     if enqueue_after_commit:
         # The id is known now; the job reaches Redis only when the site's transaction commits.
-        ctx.db.after_commit(lambda: _push(ctx, job, spec.name, at_front, unique))
+        ctx.db.after_commit(lambda: _push(ctx, job, spec.name, at_front, unique, _due))
         logger.debug("held until commit site=%s job=%s method=%s", ctx.site, rq_id, path)
         return job
     if _pipeline is not None:
         job.enqueued_at = utc_now()
-        broker(ctx.bench).push(job, ctx.site, spec.name, at_front=at_front, pipeline=_pipeline)
+        broker(ctx.bench).push(job, ctx.site, spec.name, at_front=at_front, due=_due, pipeline=_pipeline)
         return job
-    _push(ctx, job, spec.name, at_front, unique)
+    _push(ctx, job, spec.name, at_front, unique, _due)
     logger.debug("enqueued site=%s job=%s method=%s queue=%s", ctx.site, rq_id, path, spec.name)
     return job
 
 
-def _push(ctx: SiteContext, job: Job, queue: str, at_front: bool, unique: bool) -> None:
-    """Put ``job`` on ``ctx``'s site list of ``queue``; with ``unique``, refuse an id still queued or running."""
+def _push(ctx: SiteContext, job: Job, queue: str, at_front: bool, unique: bool, due: float | None) -> None:
+    """Put ``job`` on ``ctx``'s site list of ``queue`` (or, with ``due``, among its delayed jobs).
+
+    With ``unique``, refuse an id still queued, scheduled or running.
+    """
     job.enqueued_at = utc_now()
-    if not broker(ctx.bench).push(job, ctx.site, queue, at_front=at_front, unique=unique):
+    if not broker(ctx.bench).push(job, ctx.site, queue, at_front=at_front, unique=unique, due=due):
         raise _duplicate(ctx.site, keys.local_job_id(job.id))
+
+
+def enqueue_at(when: datetime, method: Callable[..., Any] | str, **options: Any) -> Any:
+    """:func:`enqueue`, to run at ``when`` (an aware ``datetime``); takes every option of ``enqueue``.
+
+    A due job is moved to its queue by the first worker that looks after its time
+    (atomically: it runs once), within about a second when a worker is idle.
+    """
+    ctx = current()
+    if not isinstance(when, datetime):
+        raise InvalidArgument(f"enqueue_at needs a datetime, found {when!r}")
+    if when.tzinfo is None or when.utcoffset() is None:
+        zone = ctx.config.get("time_zone") or "UTC"
+        raise InvalidArgument(
+            f"enqueue_at: {when.isoformat()} has no time zone; pass an aware datetime, e.g. "
+            f"datetime(..., tzinfo=ZoneInfo({zone!r})) for the site's time_zone ({ctx.site})"
+        )
+    if options.get("now") or options.get("is_async") is False:
+        raise InvalidArgument("enqueue_at cannot run a job now (now=True / is_async=False); use enqueue")
+    return enqueue(method, _due=when.timestamp(), **options)
+
+
+def enqueue_in(delay: float | timedelta, method: Callable[..., Any] | str, **options: Any) -> Any:
+    """:func:`enqueue`, to run ``delay`` seconds (or a ``timedelta``) from now; see :func:`enqueue_at`."""
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise InvalidArgument(f"enqueue_in needs a delay of seconds >= 0 (or a timedelta), found {delay!r}")
+    return enqueue_at(datetime.now(timezone.utc) + timedelta(seconds=seconds), method, **options)
 
 
 def _duplicate(site: str, local_id: str) -> DuplicateJob:

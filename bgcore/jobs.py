@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from rq.job import Job
 
@@ -23,6 +23,8 @@ class PendingJob:
     job_name: str | None
     method: str | None
     enqueued_at: datetime | None
+    status: str = "queued"  # or "scheduled": a delayed job (enqueue_in / enqueue_at, or a retry)
+    due: datetime | None = None  # when a scheduled job runs (UTC)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ def pending_jobs(bench: Bench, site: str | None = None) -> list[PendingJob]:
     found: list[PendingJob] = []
     for name in bench.queues:
         ids = broker(bench).queued_ids(name, site)
-        for job in Job.fetch_many(ids, connection=bench.redis(), serializer=SERIALIZER):
+        delayed = broker(bench).scheduled(name, site)
+        due = {job_id: when for job_id, when in delayed}
+        for job in Job.fetch_many([*ids, *due], connection=bench.redis(), serializer=SERIALIZER):
             if job is None:
                 continue
             payload = _payload(job)
@@ -52,6 +56,8 @@ def pending_jobs(bench: Bench, site: str | None = None) -> list[PendingJob]:
                 job_name=_text(payload.get("job_name")),
                 method=_text(payload.get("method")),
                 enqueued_at=job.enqueued_at,
+                status="scheduled" if job.id in due else "queued",
+                due=datetime.fromtimestamp(due[job.id], timezone.utc) if job.id in due else None,
             ))
     return found
 

@@ -141,6 +141,11 @@ def site_queue(bench_id: str, queue: str, site: str) -> str:
     return site_queue_prefix(bench_id, queue) + site
 
 
+def queue_scheduled(bench_id: str, queue: str) -> str:
+    """Sorted set: delayed jobs of ``queue`` (member ``"<site> <job id>"``, score = due epoch seconds)."""
+    return bench_key(bench_id, "queue", queue, "scheduled")
+
+
 def queue_wake(bench_id: str, queue: str) -> str:
     """List of wake-up tokens: each enqueue pushes one; idle workers block on it (bounded)."""
     return bench_key(bench_id, "queue", queue, "wake")

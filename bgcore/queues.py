@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bgcore.errors import ConfigError, UnknownQueue
+from bgcore.errors import BgcoreError, ConfigError, UnknownQueue
+from bgcore.retry import Retry
 
 DEFAULT_TIMEOUTS: dict[str, int] = {"short": 300, "default": 300, "long": 1500}
 DEFAULT_WORKERS = 1
@@ -23,6 +24,7 @@ class QueueSpec:
     name: str
     timeout: int
     background_workers: int = DEFAULT_WORKERS
+    retry: Retry | None = None  # the queue's default retry policy (workers.<queue>.retry)
 
 
 def queue_specs(common: dict[str, Any], where: str = "common_site_config.json") -> dict[str, QueueSpec]:
@@ -46,7 +48,11 @@ def queue_specs(common: dict[str, Any], where: str = "common_site_config.json") 
         for key, value in (("timeout", timeout), ("background_workers", pool)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (key == "timeout" and value == 0):
                 raise ConfigError(f"{where}: workers.{name}.{key} must be a positive integer, found {value!r}")
-        specs[name] = QueueSpec(name, timeout, pool)
+        try:
+            retry = Retry.parse(settings.get("retry"), f"{where}: workers.{name}")
+        except BgcoreError as exc:
+            raise ConfigError(str(exc)) from None
+        specs[name] = QueueSpec(name, timeout, pool, retry)
     return specs
 
 

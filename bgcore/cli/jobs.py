@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import click
 
@@ -11,7 +12,9 @@ from bgcore.cli import CliState, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
 from bgcore.context import site_context
 from bgcore.enqueue import enqueue
-from bgcore.errors import InvalidArgument
+from bgcore.errors import BgcoreError, InvalidArgument
+from bgcore.scheduler.due import zone
+from bgcore.scheduler.registry import site_time_zone
 from bgcore import jobs as jobs_api
 from bgcore.worker import run_worker
 
@@ -58,11 +61,23 @@ def enqueue_cmd(state: CliState, method: str, site: str, queue: str, kwargs_json
 @FORMAT_OPTION
 @pass_state
 def show_pending_jobs(state: CliState, site: str | None, fmt: str) -> None:
-    """List queued jobs per queue and per site."""
+    """List queued and delayed jobs per queue and per site (a delayed job's time in its site's zone)."""
     _note_unknown_site(state, site)
     pending = jobs_api.pending_jobs(state.bench, site)
-    rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, j.enqueued_at) for j in pending]
-    emit(fmt, f"Pending jobs ({len(rows)})", ["queue", "site", "job_id", "job_name", "method", "enqueued_at"], rows)
+    rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, j.enqueued_at, j.status,
+             _in_site_zone(state, j.site, j.due)) for j in pending]
+    emit(fmt, f"Pending jobs ({len(rows)})",
+         ["queue", "site", "job_id", "job_name", "method", "enqueued_at", "status", "due"], rows)
+
+
+def _in_site_zone(state: CliState, site: str | None, when: datetime | None) -> datetime | None:
+    """``when`` in ``site``'s time_zone (UTC when the site or its zone cannot be read)."""
+    if when is None or site is None:
+        return when
+    try:
+        return when.astimezone(zone(site_time_zone(state.bench, site)))
+    except BgcoreError:
+        return when
 
 
 @click.command("purge-jobs")

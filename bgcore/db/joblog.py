@@ -49,6 +49,7 @@ class JobLogEntry:
     exception: str | None = None
     traceback: str | None = None
     event: str | None = None
+    attempt: int | None = None
 
 
 def status_of(exc: BaseException | None) -> str:
@@ -59,19 +60,25 @@ def status_of(exc: BaseException | None) -> str:
 
 
 def entry_for(job_id: str | None, method: str, rq_queue: str | None, bench_id: str, *, started_at: datetime,
-              duration_ms: int, error: BaseException | None, event: str | None) -> JobLogEntry:
-    """The job-log row of a run that started at ``started_at``, took ``duration_ms`` and raised ``error`` (or not)."""
+              duration_ms: int, error: BaseException | None, event: str | None, status: str | None = None,
+              attempt: int | None = None) -> JobLogEntry:
+    """The job-log row of a run that started at ``started_at``, took ``duration_ms`` and raised ``error`` (or not).
+
+    ``status`` defaults to what ``error`` says (:func:`status_of`); a failed run that is
+    retried says ``'retried'``.
+    """
     return JobLogEntry(
         job_id=job_id or "",
         method=method,
         queue=keys.queue_of(bench_id, rq_queue) or rq_queue,
-        status=status_of(error),
+        status=status or status_of(error),
         started_at=started_at,
         ended_at=datetime.now(timezone.utc),
         duration_ms=duration_ms,
         exception=None if error is None else f"{type(error).__name__}: {error}"[:10000],
         traceback=None if error is None else "".join(traceback.format_exception(error))[-60000:],
         event=event,
+        attempt=attempt,
     )
 
 

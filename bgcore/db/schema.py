@@ -46,5 +46,6 @@ job_log = Table(
     Column("exception", Text, nullable=True),
     Column("traceback", Text, nullable=True),
     Column("event", String(255), nullable=True),
+    Column("attempt", Integer, nullable=True),  # 1 for a job's first run; retries count on
     Index("ix_job_log_status_ended", "status", "ended_at"),
 )

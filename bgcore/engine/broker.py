@@ -43,6 +43,7 @@ class Taken:
     timeout: int | None = None
     result_ttl: int | None = None
     failure_ttl: int | None = None
+    retries: int = 0  # attempts already made before this one (RQ's number_of_retries)
 
     @property
     def site(self) -> str | None:
@@ -77,23 +78,25 @@ class Broker:
         self._purge = redis.register_script(scripts.PURGE)
         self._depths = redis.register_script(scripts.DEPTHS)
         self._take_keys: dict[tuple[str, tuple[str, ...]], tuple[list[str], list[Any]]] = {}
+        self.next_due: float | None = None  # after a take found nothing: when the next delayed job is due
 
     # -- enqueue ----------------------------------------------------------------------------
     def push(self, job: Job, site: str, queue: str, *, at_front: bool = False, unique: bool = False,
-             pipeline: Any = None) -> Any:
+             due: float | None = None, pipeline: Any = None) -> Any:
         """Write ``job``'s hash (status queued) and put it on ``site``'s list of ``queue``.
 
-        Returns True, or False when ``unique`` and a job with this id is still queued or
-        running. With ``pipeline``, the push is added to it and its answer comes from
-        ``pipeline.execute()``.
+        With ``due`` (epoch seconds), the job waits as ``scheduled`` until then; the first
+        take after its time moves it to its list. Returns True, or False when ``unique``
+        and a job with this id is still queued, scheduled or running. With ``pipeline``,
+        the push is added to it and its answer comes from ``pipeline.execute()``.
         """
         fields: list[Any] = []
         for name, value in job.to_dict().items():
             fields += (name, value if value is not None else "")
         answer = self._push(
             keys=[job.key, keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
-                  keys.queue_wake(self.bench_id, queue)],
-            args=[site, job.id, int(at_front), int(unique), WAKE_CAP, *fields],
+                  keys.queue_wake(self.bench_id, queue), keys.queue_scheduled(self.bench_id, queue)],
+            args=[site, job.id, int(at_front), int(unique), WAKE_CAP, repr(float(due)) if due else 0, *fields],
             client=pipeline if pipeline is not None else self.redis,
         )
         return answer if pipeline is not None else bool(answer)
@@ -108,20 +111,20 @@ class Broker:
         while True:
             key_list, args = self._take_call(worker, queues)
             answer = self._take(keys=key_list, args=args)
-            if answer is None or answer[0] != 0:
+            if answer is None or int(answer[0]) != 0:
                 return self._taken(answer, queues, worker)
             # {0}: the script skipped its bound of deleted or cancelled ids while more ids wait;
             # the queues are not empty, so take again (each call stays O(1)).
 
     def finish_and_take(self, worker: str, job_id: str, queue: str, queues: Sequence[tuple[str, int]], *,
                         result: Any = None, error: str | None = None, started: float | None = None,
-                        ttl: int | None = None) -> tuple[bool, Taken | None]:
+                        ttl: int | None = None, retry_at: float | None = None) -> tuple[bool, Taken | None]:
         """:meth:`finish` the job, then :meth:`take` the next one, in one round trip (a busy horse's loop)."""
-        finish_keys, finish_args = self._finish_call(worker, job_id, queue, result, error, started, ttl)
+        finish_keys, finish_args = self._finish_call(worker, job_id, queue, result, error, started, ttl, retry_at)
         take_keys, take_args = self._take_call(worker, queues)
         ended, answer = self._finish_take(keys=[*finish_keys, *take_keys],
                                           args=[len(finish_args), *finish_args, *take_args])
-        if answer is not None and answer[0] == 0:
+        if answer is not None and int(answer[0]) == 0:
             return bool(ended), self.take(worker, queues)
         return bool(ended), self._taken(answer, queues, worker)
 
@@ -133,20 +136,26 @@ class Broker:
             key_list = [keys.worker_processing(self.bench_id, worker),
                         *(keys.queue_ring(self.bench_id, n) for n in names),
                         *(keys.started_registry(n) for n in rq_names),
-                        *(keys.queue_wake(self.bench_id, n) for n in names)]
+                        *(keys.queue_wake(self.bench_id, n) for n in names),
+                        *(keys.queue_scheduled(self.bench_id, n) for n in names)]
             tail = [*(keys.site_queue_prefix(self.bench_id, n) for n in names), *(t for _, t in queues)]
             cached = self._take_keys[(worker, names)] = (key_list, tail)
         key_list, tail = cached
         now = self.clock()
         return key_list, [len(names), now, _rq_time(now), worker, keys.rq_job(""), REGISTRY_GRACE, *tail]
 
-    @staticmethod
-    def _taken(answer: Any, queues: Sequence[tuple[str, int]], worker: str) -> Taken | None:
+    def _taken(self, answer: Any, queues: Sequence[tuple[str, int]], worker: str) -> Taken | None:
+        """The job a take answered with; on "nothing", remember when the next delayed job is due."""
+        self.next_due = None
         if not answer:
             return None
-        index, job_id, data, timeout, result_ttl, failure_ttl = answer
+        if int(answer[0]) == -1:
+            self.next_due = float(answer[1])
+            return None
+        index, job_id, data, timeout, result_ttl, failure_ttl, retries = answer
         return Taken(queue=queues[int(index) - 1][0], job_id=_text(job_id), worker=worker, data=data,
-                     timeout=_number(timeout), result_ttl=_number(result_ttl), failure_ttl=_number(failure_ttl))
+                     timeout=_number(timeout), result_ttl=_number(result_ttl), failure_ttl=_number(failure_ttl),
+                     retries=_number(retries) or 0)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``."""
@@ -155,23 +164,29 @@ class Broker:
 
     # -- finish -------------------------------------------------------------------------------
     def finish(self, worker: str, job_id: str, queue: str, *, result: Any = None, error: str | None = None,
-               started: float | None = None, ttl: int | None = None) -> bool:
+               started: float | None = None, ttl: int | None = None, retry_at: float | None = None) -> bool:
         """End job ``job_id`` that ``worker`` took from ``queue``: finished with ``result``, or failed with ``error``.
 
+        With ``retry_at`` (epoch seconds) a failed job is not ended but put back, in its
+        list at once or as a delayed job until then, with one more attempt counted.
         ``ttl`` defaults to RQ's result TTL (500 s) or failure TTL (a year). Returns False
         when the job was no longer this worker's (failed or deleted by someone else).
         """
-        key_list, args = self._finish_call(worker, job_id, queue, result, error, started, ttl)
+        key_list, args = self._finish_call(worker, job_id, queue, result, error, started, ttl, retry_at)
         return bool(self._finish(keys=key_list, args=args))
 
     def _finish_call(self, worker: str, job_id: str, queue: str, result: Any, error: str | None,
-                     started: float | None, ttl: int | None) -> tuple[list[str], list[Any]]:
+                     started: float | None, ttl: int | None,
+                     retry_at: float | None = None) -> tuple[list[str], list[Any]]:
         now = self.clock()
         failed = error is not None
         if ttl is None:
             ttl = DEFAULT_FAILURE_TTL if failed else DEFAULT_RESULT_TTL
+        kind = Result.Type.FAILED if failed else Result.Type.SUCCESSFUL
+        if retry_at is not None:
+            kind = Result.Type.RETRIED
         entry = Result(
-            job_id, Result.Type.FAILED if failed else Result.Type.SUCCESSFUL, self.redis,
+            job_id, kind, self.redis,
             return_value=None if failed else result, exc_string=error, worker_name=worker,
             serializer=SERIALIZER, execution_started_at=_utc(started) if started else None,
             execution_ended_at=_utc(now),
@@ -181,9 +196,13 @@ class Broker:
             fields += (name, value)
         rq_name = keys.queue_name(self.bench_id, queue)
         target = keys.failed_registry(rq_name) if failed else keys.finished_registry(rq_name)
+        site = keys.site_of_job(job_id) or ""
         key_list = [keys.rq_job(job_id), keys.started_registry(rq_name), target,
-                    keys.worker_processing(self.bench_id, worker), keys.rq_results(job_id)]
-        return key_list, [worker, job_id, now, _rq_time(now), ttl, "failed" if failed else "finished", *fields]
+                    keys.worker_processing(self.bench_id, worker), keys.rq_results(job_id),
+                    keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
+                    keys.queue_wake(self.bench_id, queue), keys.queue_scheduled(self.bench_id, queue)]
+        outcome = "retry" if retry_at is not None else "failed" if failed else "finished"
+        return key_list, [worker, job_id, now, _rq_time(now), ttl, outcome, repr(float(retry_at or 0)), site, *fields]
 
     def requeue(self, worker: str, job_id: str, queue: str) -> bool:
         """Put back a job ``worker`` took but did not start, at the head of its site's list."""
@@ -210,8 +229,9 @@ class Broker:
                 foreign.append(job_id)
                 continue
             self._push(keys=[keys.rq_job(job_id), keys.site_queue(self.bench_id, queue, site),
-                             keys.queue_ring(self.bench_id, queue), keys.queue_wake(self.bench_id, queue)],
-                       args=[site, job_id, 0, 0, WAKE_CAP])
+                             keys.queue_ring(self.bench_id, queue), keys.queue_wake(self.bench_id, queue),
+                             keys.queue_scheduled(self.bench_id, queue)],
+                       args=[site, job_id, 0, 0, WAKE_CAP, 0])
             moved += 1
         if foreign:
             self.redis.rpush(legacy, *foreign)
@@ -243,9 +263,22 @@ class Broker:
             lists = pipe.execute()
         return [_text(i) for ids in lists for i in ids]
 
+    def scheduled(self, queue: str, site: str | None = None) -> list[tuple[str, float]]:
+        """Delayed jobs of ``queue`` (of ``site`` only): ``(job id, due epoch seconds)``, soonest first.
+
+        Reads the queue's whole scheduled set (a listing, not a hot path).
+        """
+        found = []
+        for member, score in self.redis.zrange(keys.queue_scheduled(self.bench_id, queue), 0, -1, withscores=True):
+            owner, _, job_id = _text(member).partition(" ")
+            if site is None or owner == site:
+                found.append((job_id, float(score)))
+        return found
+
     def purge(self, queue: str, site: str) -> list[str]:
-        """Remove ``site``'s waiting jobs from ``queue`` (their hashes too); returns their ids."""
-        ids = self._purge(keys=[keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue)],
+        """Remove ``site``'s waiting and delayed jobs from ``queue`` (their hashes too); returns their ids."""
+        ids = self._purge(keys=[keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
+                                keys.queue_scheduled(self.bench_id, queue)],
                           args=[site, keys.rq_job("")])
         return [_text(i) for i in ids]
 

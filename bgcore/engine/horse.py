@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from types import FrameType
@@ -32,6 +32,7 @@ from bgcore.engine.broker import Broker, Taken
 from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, perform, storable
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.queues import QueueSpec
+from bgcore.retry import job_policy
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +96,11 @@ class Horse:
     """The loop of one work-horse process (runs in the forked child)."""
 
     def __init__(self, bench: Bench, queues: Sequence[QueueSpec], *, name: str, index: int, slots: Slots,
-                 middleware: Sequence[Middleware], limits: HorseLimits, burst: bool) -> None:
+                 middleware: Sequence[Middleware], limits: HorseLimits, burst: bool,
+                 clock: Callable[[], float] = time.time) -> None:
         self.bench = bench
         self.queues = [(q.name, q.timeout) for q in queues]
+        self.retry_defaults = {q.name: q.retry for q in queues}
         self.name = name
         self.index = index
         self.slots = slots
@@ -106,7 +109,7 @@ class Horse:
         self.burst = burst
         self.stopping = False
         self._waiting = False
-        self.broker = Broker(bench.redis(), bench.bench_id)
+        self.broker = Broker(bench.redis(), bench.bench_id, clock=clock)
 
     def run(self) -> int:
         """Take and run jobs until stopped, drained (burst) or due for recycling; return the exit status.
@@ -164,7 +167,8 @@ class Horse:
             bench=self.bench, job_id=taken.job_id, site=str(payload.get("site") or taken.site or ""),
             method=str(payload.get("method") or ""), kwargs=dict(payload.get("kwargs") or {}),
             user=payload.get("user"), job_name=payload.get("job_name"), log=bool(payload.get("log")),
-            event=payload.get("event"), queue=taken.queue, timeout=seconds,
+            event=payload.get("event"), queue=taken.queue, timeout=seconds, tries=taken.retries,
+            retry_policy=job_policy(payload, self.retry_defaults.get(taken.queue)),
         )
         if not run.site or not run.method:
             run.error = ValueError(f"job {taken.job_id} is not a bgcore job (its payload names no site or method)")
@@ -173,12 +177,12 @@ class Horse:
         self.slots.write(self.index, HorseState.FINISHING, time.monotonic() + FINISH_GRACE_SECONDS, taken.job_id)
         return run, started
 
-    @staticmethod
-    def _outcome(taken: Taken, run: JobRun, started: float) -> dict[str, Any]:
+    def _outcome(self, taken: Taken, run: JobRun, started: float) -> dict[str, Any]:
         """The keyword arguments of ``Broker.finish`` for ``run``."""
         failed = run.error is not None
+        retry_at = self.broker.clock() + run.retry.delay if run.retry is not None else None
         return {"result": storable(run.result), "error": _exc_string(run.error) if run.error is not None else None,
-                "started": started, "ttl": taken.failure_ttl if failed else taken.result_ttl}
+                "started": started, "ttl": taken.failure_ttl if failed else taken.result_ttl, "retry_at": retry_at}
 
     def _recycle(self, done: int) -> HorseExit | None:
         """Whether this horse is due for replacement after its ``done``-th job.
@@ -206,7 +210,10 @@ class Horse:
         try:
             if self.stopping:
                 return
-            self.broker.wait([name for name, _ in self.queues], IDLE_WAIT_SECONDS)
+            wait = IDLE_WAIT_SECONDS
+            if self.broker.next_due is not None:  # a delayed job: be back when it is due
+                wait = min(wait, max(0.01, self.broker.next_due - self.broker.clock()))
+            self.broker.wait([name for name, _ in self.queues], wait)
         except _Stop:
             pass
         except redis.ConnectionError as exc:

@@ -44,16 +44,23 @@ from rq.timeouts import JobTimeoutException
 if TYPE_CHECKING:
     from bgcore.bench import Bench
     from bgcore.context import SiteContext
+    from bgcore.retry import Retry
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RetryDecision:
-    """Run the job's method again in this process after ``delay`` seconds (``reason`` is logged)."""
+    """Run the job again after ``delay`` seconds (``reason`` is logged).
+
+    ``requeue=False``: at once in this process (the run goes on, e.g. after a deadlock);
+    ``requeue=True``: this run fails, and the job goes back to its queue as a delayed job
+    (its retry policy), counting one attempt.
+    """
 
     delay: float
     reason: str
+    requeue: bool = False
 
 
 @dataclass
@@ -72,7 +79,10 @@ class JobRun:
     queue: str | None = None
     timeout: float | None = None
     rq_job: Any = None
-    attempt: int = 1
+    retry_policy: Retry | None = None
+    tries: int = 0  # earlier runs of this job (RQ's number_of_retries): this run is attempt tries + 1
+    retry: RetryDecision | None = None  # set when this run failed and the job is requeued for another
+    attempt: int = 1  # in-place attempts within this run
     ctx: SiteContext | None = None
     function: Callable[..., Any] | None = None
     result: Any = None
@@ -84,9 +94,11 @@ class JobRun:
 
     @property
     def status(self) -> str:
-        """``'finished'``, ``'timeout'`` or ``'failed'``."""
+        """``'finished'``, ``'timeout'``, ``'failed'``, or ``'retried'`` (failed, another attempt follows)."""
         if self.error is None:
             return "finished"
+        if self.retry is not None:
+            return "retried"
         return "timeout" if isinstance(self.error, JobTimeoutException) else "failed"
 
     @property
@@ -100,9 +112,10 @@ class LostJob:
 
     bench: Bench
     rq_job: Any
-    status: str  # 'failed' or 'timeout'
+    status: str  # 'failed', 'timeout', or 'retried' (the job was put back for another attempt)
     reason: str
     ended_at: datetime
+    attempt: int = 1
 
 
 class Middleware:
@@ -160,10 +173,13 @@ def _attempts(run: JobRun, entered: Sequence[Middleware], sleep: Callable[[float
             return
         except BaseException as exc:
             run.error = _as_timeout(run, exc)
-            decision = None if run.timed_out else _decide(run, entered)
+            decision = _decide(run, entered)
+            if decision is not None and not decision.requeue and run.timed_out:
+                decision = None  # the run's time is up: no attempt in place
             for m in entered:
                 _quietly(m.after_retry_decision, run, decision)
-            if decision is None:
+            if decision is None or decision.requeue:
+                run.retry = decision
                 raise run.error
             run.attempt += 1
             sleep(decision.delay)

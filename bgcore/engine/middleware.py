@@ -77,8 +77,9 @@ class JobLine(Middleware):
             logger.info("job site=%s job=%s method=%s queue=%s duration=%.3fs outcome=finished",
                         run.site, run.job_id, run.method, run.queue, run.duration)
         else:
-            logger.error("job site=%s job=%s method=%s queue=%s duration=%.3fs outcome=%s error=%s",
-                         run.site, run.job_id, run.method, run.queue, run.duration, run.status,
+            retry = f" retry_in={run.retry.delay:.1f}s attempt={run.tries + 1}" if run.retry else ""
+            logger.error("job site=%s job=%s method=%s queue=%s duration=%.3fs outcome=%s%s error=%s",
+                         run.site, run.job_id, run.method, run.queue, run.duration, run.status, retry,
                          f"{type(run.error).__name__}: {run.error}"[:300])
 
 
@@ -101,7 +102,7 @@ class JobLog(Middleware):
         self._write(run)
 
     def horse_lost(self, lost: LostJob) -> None:
-        log_lost_run(lost.bench, lost.rq_job, lost.reason, lost.ended_at, status=lost.status)
+        log_lost_run(lost.bench, lost.rq_job, lost.reason, lost.ended_at, status=lost.status, attempt=lost.attempt)
 
     def _write(self, run: JobRun) -> None:
         if run.ctx is None:
@@ -109,8 +110,11 @@ class JobLog(Middleware):
         origin = getattr(run.rq_job, "origin", None) or (keys.queue_name(run.bench.bench_id, run.queue)
                                                           if run.queue else None)
         entry = entry_for(run.job_id, run.method, origin, run.bench.bench_id, started_at=run.started_at,
-                          duration_ms=int(run.duration * 1000), error=run.error, event=run.event)
-        write(run.bench, run.ctx.config, entry, also=recorder(run.ctx.config, run.job_id, run.event))
+                          duration_ms=int(run.duration * 1000), error=run.error, event=run.event,
+                          status=run.status, attempt=run.tries + 1)
+        # Only a run's last attempt is its outcome, for the scheduler's run state too.
+        final = run.retry is None
+        write(run.bench, run.ctx.config, entry, also=recorder(run.ctx.config, run.job_id, run.event) if final else None)
 
 
 class Method(Middleware):
@@ -157,6 +161,21 @@ class Transaction(Middleware):
             session.rollback()
         except Exception as exc:  # never hide the job's own error behind the rollback's
             logger.error("rollback failed site=%s job=%s: %s", run.site, run.job_id, exc)
+
+
+class JobRetry(Middleware):
+    """A failed job goes back to its queue, as a delayed job, while its retry policy allows.
+
+    The policy is the job's own (``enqueue(retry=...)``) or its queue's (``workers.<q>.retry``).
+    In-place retries of transient database errors (:class:`Transaction`) come first.
+    """
+
+    def decide_retry(self, run: JobRun) -> RetryDecision | None:
+        policy = run.retry_policy
+        if policy is None or run.tries >= policy.max:
+            return None
+        return RetryDecision(policy.delay(run.tries + 1), f"attempt {run.tries + 1} of {policy.max + 1} failed",
+                             requeue=True)
 
 
 class Timeout(Middleware):
@@ -223,7 +242,7 @@ def configured_middleware(bench: Bench) -> list[Middleware]:
 def default_middleware(bench: Bench, *, timeouts: bool) -> list[Middleware]:
     """bgcore's middleware with the bench's own after :class:`JobLine`, and (``timeouts``) the in-job timeout."""
     chain: list[Middleware] = [SiteContext(), JobLine(), *configured_middleware(bench), RunStart(), JobLog(),
-                               Method(), Transaction()]
+                               Method(), Transaction(), JobRetry()]
     if timeouts:
         chain.append(Timeout())
     return chain

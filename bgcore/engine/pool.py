@@ -52,6 +52,7 @@ from bgcore.engine.slots import HorseState, Slots
 from bgcore.errors import BgcoreError
 from bgcore.processes import die_with_parent
 from bgcore.queues import QueueSpec
+from bgcore.retry import job_policy
 from bgcore.rqbridge import SERIALIZER
 
 logger = logging.getLogger(__name__)
@@ -252,10 +253,17 @@ class Pool:
                 continue
             status, reason = self._lost_reason(horse, job, code)
             started = job.started_at.timestamp() if job.started_at else None
-            if self.broker.finish(horse.name, job_id, queue, error=reason, started=started,
+            tries = int(job.number_of_retries or 0)
+            spec = next((q for q in self.queues if q.name == queue), None)
+            policy = job_policy(job.kwargs, spec.retry if spec else None)
+            retry_at = None
+            if policy is not None and tries < policy.max:  # a job lost with its horse uses an attempt
+                retry_at = self.broker.clock() + policy.delay(tries + 1)
+                status = "retried"
+            if self.broker.finish(horse.name, job_id, queue, error=reason, started=started, retry_at=retry_at,
                                   ttl=int(job.failure_ttl) if job.failure_ttl is not None else None):
                 logger.error("job site=%s job=%s outcome=%s: %s", keys.site_of_job(job_id), job_id, status, reason)
-                lost = LostJob(self.bench, job, status, reason, datetime.now(timezone.utc))
+                lost = LostJob(self.bench, job, status, reason, datetime.now(timezone.utc), attempt=tries + 1)
                 for m in self.middleware:
                     _quietly(m.horse_lost, lost)
 

@@ -92,7 +92,8 @@ def recorder(config: SiteConfig, rq_job_id: str | None, event: str | None) -> Ca
     return record
 
 
-def log_lost_run(bench: Bench, job: Any, message: str, ended: datetime, *, status: str = "failed") -> bool:
+def log_lost_run(bench: Bench, job: Any, message: str, ended: datetime, *, status: str = "failed",
+                 attempt: int | None = None) -> bool:
     """Write the failed (or ``status="timeout"``) job-log row of bgcore job ``job`` whose process died before writing one.
 
     Also records the failure on the job's event, in the same transaction.
@@ -116,6 +117,7 @@ def log_lost_run(bench: Bench, job: Any, message: str, ended: datetime, *, statu
         job_id=job.id, method=str(payload.get("method", "")),
         queue=keys.queue_of(bench.bench_id, origin) or origin or None, status=status,
         started_at=started, ended_at=ended, duration_ms=max(0, int((ended - started).total_seconds() * 1000)),
-        exception=message, event=event,
+        exception=message, event=event, attempt=attempt,
     )
-    return write(bench, config, entry, also=recorder(config, job.id, event))
+    final = status != "retried"  # only a job's last attempt is its outcome, for its event too
+    return write(bench, config, entry, also=recorder(config, job.id, event) if final else None)
