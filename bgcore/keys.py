@@ -151,6 +151,11 @@ def queue_wake(bench_id: str, queue: str) -> str:
     return bench_key(bench_id, "queue", queue, "wake")
 
 
+def bench_workers(bench_id: str) -> str:
+    """Set: the names of the bench's horses that registered and were not yet forgotten (for recovery)."""
+    return bench_key(bench_id, "workers")
+
+
 def worker_processing(bench_id: str, worker: str) -> str:
     """List: the ids of the jobs worker (horse) ``worker`` has taken and not finished (at most one)."""
     return bench_key(bench_id, "worker", worker, "processing")

@@ -237,6 +237,11 @@ class Broker:
             self.redis.rpush(legacy, *foreign)
         return moved
 
+    def queue_of_job(self, job_id: str) -> str | None:
+        """The bench queue a job belongs to (from its hash's ``origin``), or None if it is gone."""
+        origin = self.redis.hget(keys.rq_job(job_id), "origin")
+        return keys.queue_of(self.bench_id, _text(origin)) if origin is not None else None
+
     def processing(self, worker: str) -> list[str]:
         """The jobs ``worker`` has taken and not finished."""
         return [_text(i) for i in self.redis.lrange(keys.worker_processing(self.bench_id, worker), 0, -1)]

@@ -19,16 +19,18 @@ import signal
 import sys
 import time
 import traceback
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from types import FrameType
 from typing import Any
 
-import redis
 
+from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.engine.broker import Broker, Taken
+from bgcore.engine.outage import OUTAGE_ERRORS, GaveUp, Outage
 from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, perform, storable
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.queues import QueueSpec
@@ -110,11 +112,15 @@ class Horse:
         self.stopping = False
         self._waiting = False
         self.broker = Broker(bench.redis(), bench.bench_id, clock=clock)
+        self.outage = Outage(f"horse {name}")
+        self._unsure = False  # a take's answer was lost: the processing list may hold a job
 
     def run(self) -> int:
         """Take and run jobs until stopped, drained (burst) or due for recycling; return the exit status.
 
         While busy, ending one job and taking the next are one round trip (``finish_and_take``).
+        Redis outages are ridden out (:mod:`bgcore.engine.outage`): waiting for work gives up
+        when the horse is asked to stop; recording a job's end never does.
         """
         self._own_signals()
         done = 0
@@ -123,30 +129,84 @@ class Horse:
         while not self.stopping:
             if taken is None:
                 if not looked:
-                    taken = self.broker.take(self.name, self.queues)
+                    taken = self._take()
                 looked = False
                 if taken is None:
-                    if self.burst:
+                    if self.burst and not self.outage.since:
                         return HorseExit.STOPPED
                     self._wait()
                     continue
             if self.stopping:  # SIGTERM came while the job was being taken: it has not started
-                self.broker.requeue(self.name, taken.job_id, taken.queue)
+                self._record(partial(self.broker.requeue, self.name, taken.job_id, taken.queue))
                 break
             run, started = self.execute(taken)
             self._own_signals()  # a job may have replaced them; the next one must not inherit that
             done += 1
             self.slots.count_job(self.index)
+            outcome = self._outcome(taken, run, started)
             recycle = self._recycle(done)
             if recycle is not None or self.stopping:
-                self.broker.finish(self.name, taken.job_id, taken.queue, **self._outcome(taken, run, started))
-                self.slots.clear(self.index)
+                self._finish(taken, outcome)
                 return recycle if recycle is not None else HorseExit.STOPPED
-            _, taken = self.broker.finish_and_take(self.name, taken.job_id, taken.queue, self.queues,
-                                                   **self._outcome(taken, run, started))
+            ended = taken
+            try:
+                _, taken = self.broker.finish_and_take(self.name, ended.job_id, ended.queue, self.queues, **outcome)
+            except OUTAGE_ERRORS as exc:
+                # The answer is lost: the finish and the take may or may not have happened. The guarded
+                # finish can be sent again; a job the take gave us sits on our processing list.
+                self.outage.failed(exc)
+                self._finish(ended, outcome)
+                self._unsure = True
+                taken = None
+                continue
             self.slots.clear(self.index)
             looked = True
         return HorseExit.STOPPED
+
+    def _take(self) -> Taken | None:
+        """Take a job, riding out an outage (``None`` when asked to stop meanwhile).
+
+        A take whose answer was lost may still have given this horse a job (it is on the
+        processing list): before taking again, such jobs go back to their queues.
+        """
+        def attempt() -> Taken | None:
+            if self._unsure:
+                self._requeue_processing()
+                self._unsure = False
+            try:
+                return self.broker.take(self.name, self.queues)
+            except OUTAGE_ERRORS:
+                self._unsure = True
+                raise
+
+        try:
+            return self.outage.call(attempt, give_up=lambda: self.stopping)
+        except GaveUp:
+            return None  # anything left on the processing list is requeued by the pool parent
+
+    def _finish(self, taken: Taken, outcome: dict[str, Any]) -> None:
+        """Record the end of ``taken`` (through any outage), then free the slot."""
+        self._record(partial(self.broker.finish, self.name, taken.job_id, taken.queue, **outcome))
+        self.slots.clear(self.index)
+
+    def _record(self, operation: Callable[[], object]) -> None:
+        """Write something that must reach Redis; while Redis is away the slot's grace is renewed."""
+        view = self.slots.read(self.index)
+
+        def keep_slot() -> None:
+            if view.state != HorseState.IDLE:
+                self.slots.write(self.index, HorseState.FINISHING, time.monotonic() + FINISH_GRACE_SECONDS,
+                                 view.job_id)
+
+        self.outage.call(operation, while_waiting=keep_slot)
+
+    def _requeue_processing(self) -> None:
+        """Put back every job on this horse's processing list (taken, never started: after a lost answer)."""
+        for job_id in self.broker.processing(self.name):
+            queue = self.broker.queue_of_job(job_id)
+            if queue is not None and self.broker.requeue(self.name, job_id, queue):
+                logger.info("job site=%s job=%s taken while Redis was failing: back in queue %s",
+                            keys.site_of_job(job_id), job_id, queue)
 
     def run_one(self, taken: Taken) -> JobRun:
         """Run one taken job through the middleware and record its end in Redis."""
@@ -216,9 +276,8 @@ class Horse:
             self.broker.wait([name for name, _ in self.queues], wait)
         except _Stop:
             pass
-        except redis.ConnectionError as exc:
-            logger.warning("horse %s: Redis connection lost while waiting (%s); retrying", self.name, exc)
-            time.sleep(1.0)
+        except OUTAGE_ERRORS as exc:  # the next take rides the outage out
+            self.outage.failed(exc)
         finally:
             self._waiting = False
 

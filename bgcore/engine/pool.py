@@ -31,29 +31,29 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 
-from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.utils import utcformat
 
 from bgcore import keys
 from bgcore.bench import Bench
-from bgcore.connection import ping
+from bgcore.connection import redis_url
 from bgcore.engine.broker import Broker
 from bgcore.engine.horse import FINISH_GRACE_SECONDS, Horse, HorseExit, HorseLimits, horse_main
-from bgcore.engine.lifecycle import LostJob, Middleware, _quietly
+from bgcore.engine.lifecycle import Middleware
+from bgcore.engine.outage import OUTAGE_ERRORS, Outage
 from bgcore.engine.middleware import default_middleware
 from bgcore.engine.settings import EngineSettings
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.errors import BgcoreError
 from bgcore.processes import die_with_parent
 from bgcore.queues import QueueSpec
-from bgcore.retry import job_policy
-from bgcore.rqbridge import SERIALIZER
+from bgcore.engine.recovery import forget, recover_dead_workers, settle_lost_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -97,18 +97,23 @@ class Pool:
         self._signals: list[int] = []
         self._wake_r, self._wake_w = -1, -1
         self._next_heartbeat = 0.0
+        self.outage = Outage(f"pool pid={os.getpid()}")
 
     # -- life of the pool ---------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped (or, in burst mode, until every horse found its queues empty); return the jobs run."""
-        ping(self.bench)
+        redis_url(self.bench)  # a bench without a Redis is a configuration error, not an outage
         self.broker = Broker(self.bench.redis(), self.bench.bench_id)
+        self.outage.call(self.broker.redis.ping)  # a Redis that is down at start: wait for it
+        self.retry_defaults = {q.name: q.retry for q in self.queues}
         for spec in self.queues:
-            moved = self.broker.adopt_legacy(spec.name)
+            moved = self.outage.call(partial(self.broker.adopt_legacy, spec.name))
             if moved:
                 logger.info("moved %d job(s) from RQ's plain list of queue %s to their sites' lists", moved, spec.name)
         preload_apps(self.bench)
         self.middleware = default_middleware(self.bench, timeouts=True)
+        self.outage.call(partial(recover_dead_workers, self.bench, self.broker, retry_defaults=self.retry_defaults,
+                                 middleware=self.middleware, this_host=self.hostname))
         previous = self._install_signals()
         gc.freeze()  # what is imported now is shared copy-on-write by every horse
         logger.info("pool pid=%s: %d horse(s) on queue(s) %s%s", os.getpid(), self.size,
@@ -194,8 +199,8 @@ class Pool:
             horse = Horse(self.bench, self.queues, name=name, index=index, slots=self.slots,
                           middleware=self.middleware, burst=self.burst,
                           limits=HorseLimits(self.settings.max_jobs_per_horse, self.settings.max_horse_memory_mb))
-            register(horse.broker.redis, name, self.queues, self.bench.bench_id, self.hostname,
-                     ttl=self.settings.registration_ttl)
+            horse.outage.call(partial(register, horse.broker.redis, name, self.queues, self.bench.bench_id,
+                                      self.hostname, ttl=self.settings.registration_ttl))
         except BaseException:  # noqa: BLE001 - never return into the parent's code
             logger.exception("horse %s could not start", name)
             os._exit(1)
@@ -231,41 +236,17 @@ class Pool:
         except Exception as exc:  # noqa: BLE001 - e.g. Redis away: the job stays started until it is found
             logger.error("jobs of dead horse %s not recorded (%s); job=%s stays 'started' until recovered",
                          horse.name, exc, running)
-        deregister(self.broker.redis, horse.name, self.queues, self.bench.bench_id)
+        self._forget(horse.name)
         if self.stopping or (self.burst and planned and code == HorseExit.STOPPED):
             return
         young = time.monotonic() - horse.born < YOUNG_DEATH_SECONDS
         self.respawn_at[horse.index] = time.monotonic() + (RESPAWN_BACKOFF_SECONDS if young and not planned else 0)
 
     def _recover(self, horse: HorseProcess, running: str | None, code: int) -> None:
-        """The dead horse's jobs: the one it ran fails; any it had only taken goes back to its queue."""
-        for job_id in self.broker.processing(horse.name):
-            try:
-                job = Job.fetch(job_id, connection=self.broker.redis, serializer=SERIALIZER)
-            except NoSuchJobError:
-                self.broker.redis.lrem(keys.worker_processing(self.bench.bench_id, horse.name), 0, job_id)
-                continue
-            queue = keys.queue_of(self.bench.bench_id, job.origin) or ""
-            if job_id != running:
-                if self.broker.requeue(horse.name, job_id, queue):
-                    logger.info("job site=%s job=%s taken but not started by horse %s: back in queue %s",
-                                keys.site_of_job(job_id), job_id, horse.name, queue)
-                continue
-            status, reason = self._lost_reason(horse, job, code)
-            started = job.started_at.timestamp() if job.started_at else None
-            tries = int(job.number_of_retries or 0)
-            spec = next((q for q in self.queues if q.name == queue), None)
-            policy = job_policy(job.kwargs, spec.retry if spec else None)
-            retry_at = None
-            if policy is not None and tries < policy.max:  # a job lost with its horse uses an attempt
-                retry_at = self.broker.clock() + policy.delay(tries + 1)
-                status = "retried"
-            if self.broker.finish(horse.name, job_id, queue, error=reason, started=started, retry_at=retry_at,
-                                  ttl=int(job.failure_ttl) if job.failure_ttl is not None else None):
-                logger.error("job site=%s job=%s outcome=%s: %s", keys.site_of_job(job_id), job_id, status, reason)
-                lost = LostJob(self.bench, job, status, reason, datetime.now(timezone.utc), attempt=tries + 1)
-                for m in self.middleware:
-                    _quietly(m.horse_lost, lost)
+        """The dead horse's jobs: the one it ran fails (or is retried); any it had only taken goes back."""
+        settle_lost_jobs(self.bench, self.broker, horse.name, running=running, assume_running=False,
+                         reason=lambda job: self._lost_reason(horse, job, code), retry_defaults=self.retry_defaults,
+                         middleware=self.middleware)
 
     def _lost_reason(self, horse: HorseProcess, job: Job, code: int) -> tuple[str, str]:
         if horse.killed_for == "timeout":
@@ -290,14 +271,36 @@ class Pool:
                 _kill(horse.pid, signal.SIGKILL)
 
     def _heartbeat(self) -> None:
+        """Renew the horses' registrations and settle dead workers' jobs (bench-wide).
+
+        Never blocks: during an outage it logs once and tries again next time. A record that
+        lapsed meanwhile (a long outage) is written again.
+        """
         self._next_heartbeat = time.monotonic() + self.settings.worker_heartbeat_seconds
+        horses = list(self.horses.values())
         try:
             with self.broker.redis.pipeline(transaction=False) as pipe:
-                for horse in self.horses.values():
+                for horse in horses:
                     pipe.expire(keys.rq_worker(horse.name), self.settings.registration_ttl)
-                pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - Redis away: the horses' registrations may lapse
-            logger.warning("pool heartbeat failed: %s", exc)
+                renewed = pipe.execute()
+            for horse, alive in zip(horses, renewed):
+                if not alive:
+                    register(self.broker.redis, horse.name, self.queues, self.bench.bench_id, self.hostname,
+                             ttl=self.settings.registration_ttl, pid=horse.pid)
+            recover_dead_workers(self.bench, self.broker, retry_defaults=self.retry_defaults,
+                                 middleware=self.middleware, this_host=self.hostname,
+                                 skip={h.name for h in self.horses.values()})
+        except OUTAGE_ERRORS as exc:
+            self.outage.failed(exc)
+            return
+        self.outage.recovered()
+
+    def _forget(self, name: str) -> None:
+        try:
+            forget(self.broker.redis, name, self.bench.bench_id,
+                   [keys.queue_name(self.bench.bench_id, q.name) for q in self.queues])
+        except OUTAGE_ERRORS as exc:  # its record lapses by itself; recovery forgets it then
+            logger.warning("worker record of %s not removed: %s", name, exc)
 
     # -- stopping -----------------------------------------------------------------------------
     def _install_signals(self) -> dict[int, Any]:
@@ -370,8 +373,9 @@ def describe_exit(code: int) -> str:
 # -- registration: RQ's worker records, so `rq info`, doctor and the scheduler see each horse --------
 
 
-def register(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str, hostname: str, *, ttl: int) -> None:
-    """Write horse ``name``'s RQ worker record (called by the horse itself, so the pid is its own)."""
+def register(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str, hostname: str, *, ttl: int,
+             pid: int | None = None) -> None:
+    """Write horse ``name``'s RQ worker record (by the horse itself at its start, so the pid is its own)."""
     from rq.version import VERSION
 
     rq_names = [keys.queue_name(bench_id, q.name) for q in queues]
@@ -379,28 +383,16 @@ def register(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str, 
     with redis.pipeline() as pipe:
         pipe.delete(keys.rq_worker(name))
         pipe.hset(keys.rq_worker(name), mapping={
-            "birth": stamp, "last_heartbeat": stamp, "queues": ",".join(rq_names), "pid": os.getpid(),
+            "birth": stamp, "last_heartbeat": stamp, "queues": ",".join(rq_names), "pid": pid or os.getpid(),
             "hostname": hostname, "ip_address": "", "version": VERSION, "python_version": sys.version,
             "pool_pid": os.getppid(),
         })
         pipe.expire(keys.rq_worker(name), ttl)
         pipe.sadd(keys.RQ_WORKERS, keys.rq_worker(name))
+        pipe.sadd(keys.bench_workers(bench_id), name)
         for rq_name in rq_names:
             pipe.sadd(keys.rq_queue_workers(rq_name), keys.rq_worker(name))
         pipe.execute()
-
-
-def deregister(redis: Any, name: str, queues: Iterable[QueueSpec], bench_id: str) -> None:
-    """Remove horse ``name``'s worker record and its (empty) processing list."""
-    try:
-        with redis.pipeline() as pipe:
-            pipe.delete(keys.rq_worker(name), keys.worker_processing(bench_id, name))
-            pipe.srem(keys.RQ_WORKERS, keys.rq_worker(name))
-            for spec in queues:
-                pipe.srem(keys.rq_queue_workers(keys.queue_name(bench_id, spec.name)), keys.rq_worker(name))
-            pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - the record lapses by itself after its TTL
-        logger.warning("worker record of %s not removed: %s", name, exc)
 
 
 # -- preloading ---------------------------------------------------------------------------------------

@@ -37,8 +37,12 @@ class EngineSettings:
 
     @property
     def registration_ttl(self) -> int:
-        """Seconds a horse's registration lives without a heartbeat (three heartbeats, at least 1 s)."""
-        return max(1, round(3 * self.worker_heartbeat_seconds))
+        """Seconds a horse's registration lives without a heartbeat (two heartbeats, at least 1 s).
+
+        A pool renews it every heartbeat and looks for dead workers every heartbeat, so a
+        dead worker's job is found within three heartbeats.
+        """
+        return max(1, round(2 * self.worker_heartbeat_seconds))
 
     @classmethod
     def from_bench(cls, bench: Bench) -> EngineSettings:
