@@ -27,6 +27,7 @@ from bgcore.context import SiteContext, current
 from bgcore.errors import DuplicateJob, InvalidArgument
 from bgcore.methods import check_app_installed, method_path, resolve
 from bgcore.queues import check_queue
+from bgcore.engine.settings import EngineSettings
 from bgcore.retry import Retry
 from bgcore.rqbridge import broker, rq_queue
 from bgcore.serialize import check_json
@@ -102,6 +103,13 @@ def enqueue(
         EXECUTE_JOB, kwargs=payload, timeout=timeout or spec.timeout, job_id=rq_id,
         description=job_name or path, status=JobStatus.QUEUED,
     )
+    size = len(job.data)  # serialised once here; the push reuses it
+    limit = EngineSettings.of(ctx.bench).max_payload_bytes
+    if size > limit:
+        raise InvalidArgument(
+            f"site {ctx.site!r}: the call of {path} is {size:,} bytes of JSON, over max_payload_bytes={limit:,} "
+            "(sites/common_site_config.json); pass a document name or a file path instead of the data itself"
+        )
     if enqueue_after_commit:
         # The id is known now; the job reaches Redis only when the site's transaction commits.
         ctx.db.after_commit(lambda: _push(ctx, job, spec.name, at_front, unique, _due))

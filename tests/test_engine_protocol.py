@@ -534,7 +534,8 @@ def test_good_engine_settings_are_read_and_defaults_apply(bench_dir: BenchDir) -
     settings = EngineSettings.from_bench(bench_dir.bench())
     # Then the set ones are used and the others are the documented defaults
     assert settings == EngineSettings(max_jobs_per_horse=7, max_horse_memory_mb=1024,
-                                      worker_heartbeat_seconds=0.5, shutdown_grace_seconds=30.0)
+                                      worker_heartbeat_seconds=0.5, shutdown_grace_seconds=30.0,
+                                      max_payload_bytes=2**20, max_result_bytes=2**20)
     assert settings.registration_ttl == 1  # two heartbeats, at least a second
 
 

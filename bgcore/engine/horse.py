@@ -32,6 +32,7 @@ from bgcore.bench import Bench
 from bgcore.engine.broker import Broker, Taken
 from bgcore.engine.outage import OUTAGE_ERRORS, GaveUp, Outage
 from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, perform, storable
+from bgcore.engine.settings import EngineSettings
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.queues import QueueSpec
 from bgcore.retry import job_policy
@@ -103,6 +104,7 @@ class Horse:
         self.bench = bench
         self.queues = [(q.name, q.timeout) for q in queues]
         self.retry_defaults = {q.name: q.retry for q in queues}
+        self.max_result_bytes = EngineSettings.of(bench).max_result_bytes
         self.name = name
         self.index = index
         self.slots = slots
@@ -241,7 +243,7 @@ class Horse:
         """The keyword arguments of ``Broker.finish`` for ``run``."""
         failed = run.error is not None
         retry_at = self.broker.clock() + run.retry.delay if run.retry is not None else None
-        return {"result": storable(run.result), "error": _exc_string(run.error) if run.error is not None else None,
+        return {"result": storable(run.result, self.max_result_bytes), "error": _exc_string(run.error) if run.error is not None else None,
                 "started": started, "ttl": taken.failure_ttl if failed else taken.result_ttl, "retry_at": retry_at}
 
     def _recycle(self, done: int) -> HorseExit | None:

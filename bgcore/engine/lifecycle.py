@@ -185,12 +185,20 @@ def _attempts(run: JobRun, entered: Sequence[Middleware], sleep: Callable[[float
             sleep(decision.delay)
 
 
-def storable(result: Any) -> Any:
-    """``result`` if it can be stored as JSON, else its ``repr`` (the job still succeeded)."""
+def storable(result: Any, limit: int | None = None) -> Any:
+    """``result`` if it can be stored as JSON, else its ``repr`` (the job still succeeded).
+
+    A result whose JSON is over ``limit`` bytes is stored as the start of that JSON,
+    with a note saying how big it was.
+    """
     try:
-        json.dumps(result)
+        text = json.dumps(result)
     except (TypeError, ValueError):
-        return repr(result)
+        result = repr(result)
+        text = json.dumps(result)
+    if limit is not None and len(text) > limit:
+        return (f"{text[:limit]}... [result truncated: {len(text):,} bytes of JSON is over "
+                f"max_result_bytes={limit:,}]")
     return result
 
 
