@@ -79,6 +79,50 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True)
+class FailedJobsReport:
+    """What ``requeue_failed`` / ``delete_failed`` did: the local ids of the jobs they acted on."""
+
+    site: str
+    jobs: list[str]
+
+
+def _failed_of(bench: Bench, site: str, job: str | None, method: str | None,
+               queue: str | None) -> list[tuple[str, str]]:
+    """``(queue, rq job id)`` of ``site``'s failed jobs matching the filters (one site only, exact)."""
+    validate_site_name(site)
+    names = [check_queue(bench.queues, queue).name] if queue else list(bench.queues)
+    wanted = keys.job_id(site, keys.check_local_id(job)) if job else None
+    found = []
+    for name in names:
+        ids = [i for i in broker(bench).failed_ids(name, site) if wanted is None or i == wanted]
+        if method is not None:
+            jobs = Job.fetch_many(ids, connection=bench.redis(), serializer=SERIALIZER)
+            ids = [j.id for j in jobs if j is not None and _payload(j).get("method") == method]
+        found += [(name, i) for i in ids]
+    return found
+
+
+def requeue_failed(bench: Bench, site: str, *, job: str | None = None, method: str | None = None,
+                   queue: str | None = None) -> FailedJobsReport:
+    """Put ``site``'s failed jobs (one ``job``, or all, by ``method``/``queue``) back on their queues.
+
+    They keep their ids, arguments and user; their attempts count from one again. A
+    job that failed because the site's config was broken runs once the config is fixed.
+    """
+    done = [keys.local_job_id(i) for name, i in _failed_of(bench, site, job, method, queue)
+            if broker(bench).settle_failed(i, name, delete=False)]
+    return FailedJobsReport(site, done)
+
+
+def delete_failed(bench: Bench, site: str, *, job: str | None = None, method: str | None = None,
+                  queue: str | None = None) -> FailedJobsReport:
+    """Delete ``site``'s failed jobs (one ``job``, or all, by ``method``/``queue``) and their results."""
+    done = [keys.local_job_id(i) for name, i in _failed_of(bench, site, job, method, queue)
+            if broker(bench).settle_failed(i, name, delete=True)]
+    return FailedJobsReport(site, done)
+
+
 def purge_jobs(bench: Bench, site: str, queue: str | None = None) -> PurgeReport:
     """Remove ``site``'s queued jobs (exact site match) from ``queue`` or every queue.
 

@@ -1,8 +1,9 @@
-"""Site commands (owned by the database layer): new-site, migrate, jobs failed."""
+"""Site commands (owned by the database layer): new-site, migrate, jobs failed|requeue|delete."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -10,6 +11,8 @@ from bgcore.cli import CliState, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
 from bgcore.db import joblog
 from bgcore.db.provision import create_site
+from bgcore.errors import InvalidArgument
+from bgcore.jobs import delete_failed, requeue_failed
 from bgcore.migrate import migrate_bench
 
 
@@ -57,6 +60,51 @@ def failed(state: CliState, site: str, limit: int, fmt: str) -> None:
     rows = [[getattr(e, c) for c in columns] for e in entries]
     data = [dict(e.__dict__, ended_at=str(e.ended_at), started_at=str(e.started_at)) for e in entries]
     emit(fmt, f"Failed jobs of {site} ({len(rows)})", columns, rows, data=data)
+
+
+def _failed_filters(func: Any) -> Any:
+    for option in reversed([
+        click.option("--site", required=True, help="The site whose failed jobs are acted on (only its own)."),
+        click.option("--job", "job_id", default=None, help="One job, by the id enqueue gave or printed."),
+        click.option("--all", "all_jobs", is_flag=True, help="Every failed job of the site (narrow with --method/--queue)."),
+        click.option("--method", default=None, help="With --all: only jobs of this dotted method."),
+        click.option("--queue", default=None, help="With --all: only this queue."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _check_filters(job_id: str | None, all_jobs: bool, method: str | None, queue: str | None) -> None:
+    if bool(job_id) == all_jobs:
+        raise click.UsageError("give either --job ID or --all")
+    if job_id and (method or queue):
+        raise click.UsageError("--method and --queue go with --all, not with --job")
+
+
+@jobs.command("requeue")
+@_failed_filters
+@pass_state
+def requeue(state: CliState, site: str, job_id: str | None, all_jobs: bool, method: str | None,
+            queue: str | None) -> None:
+    """Put SITE's failed jobs back on their queues (same ids and arguments; attempts start again)."""
+    _check_filters(job_id, all_jobs, method, queue)
+    report = requeue_failed(state.bench, site, job=job_id, method=method, queue=queue)
+    if job_id and not report.jobs:
+        raise InvalidArgument(f"site {site!r} has no failed job {job_id!r} (see 'bgcore jobs failed --site {site}')")
+    click.echo(f"requeued {len(report.jobs)} failed job(s) of site {site}")
+
+
+@jobs.command("delete")
+@_failed_filters
+@pass_state
+def delete(state: CliState, site: str, job_id: str | None, all_jobs: bool, method: str | None,
+           queue: str | None) -> None:
+    """Delete SITE's failed jobs from Redis (their job-log rows stay)."""
+    _check_filters(job_id, all_jobs, method, queue)
+    report = delete_failed(state.bench, site, job=job_id, method=method, queue=queue)
+    if job_id and not report.jobs:
+        raise InvalidArgument(f"site {site!r} has no failed job {job_id!r} (see 'bgcore jobs failed --site {site}')")
+    click.echo(f"deleted {len(report.jobs)} failed job(s) of site {site}")
 
 
 COMMANDS: list[click.Command] = [new_site, migrate, jobs]

@@ -77,6 +77,7 @@ class Broker:
         self._requeue = redis.register_script(scripts.REQUEUE)
         self._purge = redis.register_script(scripts.PURGE)
         self._depths = redis.register_script(scripts.DEPTHS)
+        self._failed_job = redis.register_script(scripts.FAILED_JOB)
         self._take_keys: dict[tuple[str, tuple[str, ...]], tuple[list[str], list[Any]]] = {}
         self.next_due: float | None = None  # after a take found nothing: when the next delayed job is due
 
@@ -241,6 +242,23 @@ class Broker:
         """The bench queue a job belongs to (from its hash's ``origin``), or None if it is gone."""
         origin = self.redis.hget(keys.rq_job(job_id), "origin")
         return keys.queue_of(self.bench_id, _text(origin)) if origin is not None else None
+
+    def failed_ids(self, queue: str, site: str) -> list[str]:
+        """Ids of ``site``'s jobs in ``queue``'s failed registry (exact site match), oldest first."""
+        prefix = keys.site_job_prefix(site)
+        rq_name = keys.queue_name(self.bench_id, queue)
+        return [i for i in (_text(m) for m in self.redis.zrange(keys.failed_registry(rq_name), 0, -1))
+                if i.startswith(prefix)]
+
+    def settle_failed(self, job_id: str, queue: str, *, delete: bool) -> bool:
+        """A failed job back to the tail of its site's list (``delete=False``: attempts start again), or deleted."""
+        site = keys.site_of_job(job_id) or ""
+        rq_name = keys.queue_name(self.bench_id, queue)
+        return bool(self._failed_job(
+            keys=[keys.rq_job(job_id), keys.failed_registry(rq_name), keys.site_queue(self.bench_id, queue, site),
+                  keys.queue_ring(self.bench_id, queue), keys.queue_wake(self.bench_id, queue), keys.rq_results(job_id)],
+            args=[job_id, site, "delete" if delete else "requeue"],
+        ))
 
     def processing(self, worker: str) -> list[str]:
         """The jobs ``worker`` has taken and not finished."""

@@ -208,6 +208,24 @@ redis.call('RPUSH', KEYS[6], '1')
 return 1
 """
 
+# A failed job back to its queue (``bgcore jobs requeue``), or gone (``bgcore jobs delete``).
+# KEYS: job hash, failed registry, site list, ring, wake list, result stream. ARGV: job id, site,
+# 'requeue' | 'delete'. Only a job that is still 'failed' is touched (returns 1, else 0).
+FAILED_JOB = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[3] == 'delete' then
+  redis.call('DEL', KEYS[1], KEYS[6])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'started_at', '', 'ended_at', '', 'worker_name', '',
+           'number_of_retries', 0)
+redis.call('PERSIST', KEYS[1])
+if redis.call('RPUSH', KEYS[3], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[4], ARGV[2]) end
+redis.call('RPUSH', KEYS[5], '1')
+return 1
+"""
+
 # Remove a site's queued and delayed jobs from one queue. KEYS: site list, ring, scheduled set.
 # ARGV: site, job hash prefix. Returns the removed ids. A job hash is deleted only while it is still
 # queued or scheduled. (The scheduled set is scanned: a purge costs O(delayed jobs of the queue).)
