@@ -233,10 +233,13 @@ class Pool:
         running = view.job_id if view.state != HorseState.IDLE else None
         try:
             self._recover(horse, running, code)
-        except Exception as exc:  # noqa: BLE001 - e.g. Redis away: the job stays started until it is found
-            logger.error("jobs of dead horse %s not recorded (%s); job=%s stays 'started' until recovered",
+        except Exception as exc:  # noqa: BLE001 - e.g. Redis away
+            # Its records stay: once they lapse, recovery (this pool's next heartbeats, or any other
+            # pool's) finds the dead horse and settles its jobs.
+            logger.error("jobs of dead horse %s not recorded yet (%s); job=%s is settled by recovery later",
                          horse.name, exc, running)
-        self._forget(horse.name)
+        else:
+            self._forget(horse.name)
         if self.stopping or (self.burst and planned and code == HorseExit.STOPPED):
             return
         young = time.monotonic() - horse.born < YOUNG_DEATH_SECONDS
