@@ -108,7 +108,7 @@ def test_migrate_adds_a_missing_column_to_an_older_table(bench_dir):
     # When migrate runs
     report = migrate_site(bench_dir.bench(), "a.test")
     # Then the column is added and the missing table created
-    assert report.added_columns == ["job_log.event"]
+    assert report.added_columns == ["job_log.event", "job_log.attempt"]
     assert "document" in report.created_tables
     with sqlite3.connect(path) as conn:
         assert "event" in [row[1] for row in conn.execute("PRAGMA table_info(job_log)")]
