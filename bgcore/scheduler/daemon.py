@@ -5,7 +5,9 @@ active site, loaded once per site and reloaded only when the site changes
 (its ``site_config.json``, the bench config, or the registry version that
 ``bgcore migrate`` bumps), found by a periodic rescan of ``sites/``. The
 ``schedule`` package drives three kinds of jobs: one tick per distinct
-``scheduler_tick_interval``, the lease renewal, and the rescan.
+``scheduler_tick_interval``, the lease renewal, and the rescan, timed by a
+monotonic clock (:mod:`bgcore.scheduler.clock`), so neither the host's time
+zone nor a wall-clock jump changes how often they run.
 
 Only the lease holder ticks (see :mod:`bgcore.scheduler.lease`); a standby
 keeps its timetable warm and takes over when the lease lapses. A tick pops
@@ -31,6 +33,7 @@ import schedule
 from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.errors import BgcoreError
+from bgcore.scheduler.clock import Monotonic, MonotonicScheduler
 from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
 from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
@@ -63,7 +66,7 @@ def _positive(bench: Bench, key: str, default: float) -> float:
 class SchedulerDaemon:
     """The scheduler of one bench in this process (leader or standby)."""
 
-    def __init__(self, bench: Bench, *, clock: Clock = utcnow) -> None:
+    def __init__(self, bench: Bench, *, clock: Clock = utcnow, monotonic: Monotonic = time.monotonic) -> None:
         self.bench = bench
         bench.activate_import_path()
         self.clock = clock
@@ -74,7 +77,8 @@ class SchedulerDaemon:
         self.stamps: dict[str, tuple[object, ...]] = {}
         self.leading = False
         self._renewed_at = 0.0  # monotonic time of the last successful acquire/renew
-        self.scheduler = schedule.Scheduler()
+        # ``clock`` says what is due (aware UTC); ``monotonic`` times the loop's steps.
+        self.scheduler = MonotonicScheduler(monotonic)
         self.watcher = HooksWatcher()
         self._tick_jobs: dict[float, schedule.Job] = {}
         self._snapshots: dict[str, RegistrySnapshot] = {}
