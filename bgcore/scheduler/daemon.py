@@ -32,7 +32,8 @@ import schedule
 
 from bgcore import keys
 from bgcore.bench import Bench
-from bgcore.errors import BgcoreError
+from bgcore.config import COMMON_CONFIG, seconds_setting
+from bgcore.errors import BgcoreError, ConfigError
 from bgcore.scheduler.clock import Monotonic, MonotonicScheduler
 from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
 from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
@@ -56,11 +57,11 @@ def utcnow() -> datetime:
 
 
 def _positive(bench: Bench, key: str, default: float) -> float:
-    value = bench.common_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        logger.error("common_site_config.json: %s must be a positive number, found %r; using %s", key, value, default)
+    try:
+        return seconds_setting(bench.common_config.get(key, default), key=key, where=COMMON_CONFIG)
+    except ConfigError as exc:
+        logger.error("%s; using %s", exc, default)
         return default
-    return float(value)
 
 
 class SchedulerDaemon:
@@ -107,7 +108,7 @@ class SchedulerDaemon:
             failed_at = self._failed.get(name)
             if (site_stamp(self.bench, name, version, common) != self.stamps.get(name)
                     or (failed_at is not None and failed_at < retry_before)):
-                self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+                self._load(name, version)
                 loaded += 1
         if loaded:
             logger.info("rescan: %d site(s) (re)loaded; %d of %d sites scheduled", loaded,
@@ -120,8 +121,19 @@ class SchedulerDaemon:
     def reload(self, name: str) -> None:
         """Load site ``name`` again now (after a switch changed)."""
         version = self.redis.get(keys.registry_version(self.bench.bench_id, name))
-        self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+        self._load(name, version)
         self.publish_errors()
+
+    def _load(self, name: str, version: Any) -> None:
+        """Load one site; whatever goes wrong with it stops that site only, never the rescan of the others."""
+        try:
+            self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+        except Exception as exc:  # a bug or an unforeseen bad value: this site waits, the others go on
+            logger.exception("site=%s not scheduled: loading it failed", name)
+            self.timetable.drop_site(name)
+            self.stamps[name] = site_stamp(self.bench, name, version)
+            self._failed[name] = time.monotonic()
+            self.errors[name] = f"loading failed ({type(exc).__name__}: {exc})"
 
     def publish_errors(self) -> None:
         """Make the Redis hash of site load errors match :attr:`errors` (stale entries removed).
