@@ -1,7 +1,9 @@
 """One database per site: its URL, its pooled engine, and a bounded cache of engines.
 
 A site's database is ``db_url`` from its config, or by default the SQLite file
-``sites/<site>/site.sqlite3``. Engines are cached per (bench, site, url) in one
+``sites/<site>/site.sqlite3``. Every site has a database of its own: a
+``db_url`` in ``common_site_config.json`` is refused, and so is a site whose
+database is another site's (checked when its engine is made). Engines are cached per (bench, site, url) in one
 bounded LRU per process, so a worker serving many sites keeps at most
 ``db_engine_cache_size`` (bench config, default 16) pools open; the least
 recently used is disposed. A forked child drops inherited pools without
@@ -24,7 +26,8 @@ from sqlalchemy import event, exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, URL
 
 from bgcore.bench import Bench, SiteConfig
-from bgcore.errors import DatabaseConfigError, DatabaseUnavailable
+from bgcore.config import COMMON_CONFIG, SITE_CONFIG
+from bgcore.errors import BgcoreError, DatabaseConfigError, DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,59 @@ def _bad_url(config: SiteConfig, shown: str, reason: str) -> DatabaseConfigError
         f"database URL ({reason}); use e.g. postgresql+psycopg2://user@host/db or "
         "mysql+pymysql://user@host/db, or remove db_url to use the site's SQLite file"
     )
+
+
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+_LOOPBACK = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+def database_identity(url: URL) -> tuple[str, ...]:
+    """What makes two URLs the same database: server family, host, port and name, or the SQLite file.
+
+    The driver, user, password and query are left out (``postgresql+psycopg2://u@localhost/db``
+    and ``postgresql://v@127.0.0.1:5432/db`` are one database).
+    """
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        path = url.database or ""
+        return ("sqlite", path if path in ("", ":memory:") else str(Path(path).resolve()))
+    host = (url.host or "").lower()
+    port = url.port or _DEFAULT_PORTS.get(backend, "")
+    family = "mysql" if backend == "mariadb" else backend
+    return (family, "localhost" if host in _LOOPBACK else host, str(port), url.database or "")
+
+
+def refuse_common_db_url(bench: Bench) -> None:
+    """Raise :class:`DatabaseConfigError` when ``common_site_config.json`` sets ``db_url`` (one database for all)."""
+    raw = bench.common_config.get("db_url")
+    if raw is not None:
+        shown = _mask(raw) if isinstance(raw, str) else repr(raw)
+        raise DatabaseConfigError(
+            f"{bench.sites_path / COMMON_CONFIG}: db_url {shown} is not allowed in the bench config, because every "
+            "site would share that one database; remove it and give each site that needs a server database "
+            f"its own db_url in its {SITE_CONFIG}"
+        )
+
+
+def refuse_shared_database(bench: Bench, config: SiteConfig, url: URL | None = None) -> None:
+    """Raise :class:`DatabaseConfigError` naming both sites when another site of ``bench`` has the same database."""
+    url = url if url is not None else site_url(config)
+    mine = database_identity(url)
+    if mine[0] == "sqlite" and mine[1] in ("", ":memory:"):
+        return  # never shared: each connection gets its own
+    for other in bench.site_names():
+        if other == config.name:
+            continue
+        try:
+            theirs = database_identity(site_url(bench.site_config(other)))
+        except BgcoreError:
+            continue  # a broken site is reported on its own
+        if theirs == mine:
+            raise DatabaseConfigError(
+                f"site {config.name!r}: its database {url.render_as_string(hide_password=True)} is also the database of "
+                f"site {other!r}; every site needs a database of its own: give one of them another db_url in "
+                f"{config.path / SITE_CONFIG} or {bench.site_path(other) / SITE_CONFIG}"
+            )
 
 
 class Database:
@@ -152,6 +208,7 @@ class EngineCache:
         self._lock = threading.Lock()
 
     def get(self, bench: Bench, config: SiteConfig, *, create: bool = False) -> Engine:
+        refuse_common_db_url(bench)
         url = site_url(config)
         key = (str(bench.path), config.name, url.render_as_string(hide_password=False))
         limit = _cache_size(bench)
@@ -160,6 +217,7 @@ class EngineCache:
             if engine is not None:
                 self._engines.move_to_end(key)
                 return engine
+            refuse_shared_database(bench, config, url)
             engine = _make_engine(config, url, create=create)
             self._engines[key] = engine
             while len(self._engines) > limit:
@@ -199,6 +257,8 @@ def database_for(bench: Bench, config: SiteConfig, *, create: bool = False) -> D
     """The database of site ``config`` on ``bench`` (engine shared through the bounded cache).
 
     ``create=True`` lets a missing SQLite file be created (``new-site``, ``migrate``);
-    otherwise a missing file raises :class:`DatabaseUnavailable`.
+    otherwise a missing file raises :class:`DatabaseUnavailable`. A ``db_url`` in the
+    bench config, or a database another site also resolves to, raises
+    :class:`DatabaseConfigError` (the second is checked when the site's engine is made).
     """
     return Database(config.name, ENGINES.get(bench, config, create=create))
