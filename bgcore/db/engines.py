@@ -3,7 +3,8 @@
 A site's database is ``db_url`` from its config, or by default the SQLite file
 ``sites/<site>/site.sqlite3``. Every site has a database of its own: a
 ``db_url`` in ``common_site_config.json`` is refused, and so is a site whose
-database is another site's (checked when its engine is made). Engines are cached per (bench, site, url) in one
+database is another site's (checked when its engine is made, against an
+index of the bench's sites at most a few seconds old). Engines are cached per (bench, site, url) in one
 bounded LRU per process, so a worker serving many sites keeps at most
 ``db_engine_cache_size`` (bench config, default 16) pools open; the least
 recently used is disposed. A forked child drops inherited pools without
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,10 +111,10 @@ def refuse_shared_database(bench: Bench, config: SiteConfig, url: URL | None = N
     mine = database_identity(url)
     if mine[0] == "sqlite" and mine[1] in ("", ":memory:"):
         return  # never shared: each connection gets its own
-    for other in bench.site_names():
+    for other in _DATABASES.sites_of(bench, mine):
         if other == config.name:
             continue
-        try:
+        try:  # the index may be a few seconds old: confirm with the other site's config as it is now
             theirs = database_identity(site_url(bench.site_config(other)))
         except BgcoreError:
             continue  # a broken site is reported on its own
@@ -122,6 +124,43 @@ def refuse_shared_database(bench: Bench, config: SiteConfig, url: URL | None = N
                 f"site {other!r}; every site needs a database of its own: give one of them another db_url in "
                 f"{config.path / SITE_CONFIG} or {bench.site_path(other) / SITE_CONFIG}"
             )
+
+
+class DatabaseIndex:
+    """Database identity -> the sites that resolve to it, per bench, rebuilt at most every ``max_age`` seconds.
+
+    Opening the engines of 10,000 sites (the scheduler's first load) reads every
+    site's config once per ``max_age``, not once per engine.
+    """
+
+    def __init__(self, max_age: float = 5.0) -> None:
+        self.max_age = max_age
+        self._built: dict[Path, tuple[float, dict[tuple[str, ...], list[str]]]] = {}
+        self._lock = threading.Lock()
+
+    def sites_of(self, bench: Bench, identity: tuple[str, ...]) -> list[str]:
+        with self._lock:
+            built = self._built.get(bench.path)
+            if built is None or time.monotonic() - built[0] > self.max_age:
+                built = self._built[bench.path] = (time.monotonic(), _index(bench))
+        return built[1].get(identity, [])
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread of the parent may have held it)."""
+        self._lock = threading.Lock()
+
+
+def _index(bench: Bench) -> dict[tuple[str, ...], list[str]]:
+    found: dict[tuple[str, ...], list[str]] = {}
+    for name in bench.site_names():
+        try:
+            found.setdefault(database_identity(site_url(bench.site_config(name))), []).append(name)
+        except BgcoreError:
+            continue
+    return found
+
+
+_DATABASES = DatabaseIndex()
 
 
 class Database:
@@ -251,6 +290,7 @@ def _cache_size(bench: Bench) -> int:
 ENGINES = EngineCache()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=ENGINES.after_fork)
+    os.register_at_fork(after_in_child=_DATABASES.after_fork)
 
 
 def database_for(bench: Bench, config: SiteConfig, *, create: bool = False) -> Database:
