@@ -226,3 +226,36 @@ def test_a_killed_private_redis_is_reaped_and_restarted_where_it_was_and_jobs_fl
     # And the restarted Redis is stopped on the way out, like the first one
     assert not pid_alive(after["pid"])
     assert not (private_bench.path / ".bgcore" / "redis.json").exists()
+
+
+def test_a_private_redis_whose_port_was_taken_comes_back_once_the_port_is_free(
+    private_bench: BenchDir, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    from bgcore import start as start_module
+
+    monkeypatch.setattr(start_module, "RESTART_BACKOFF", 0.0)
+    private = start_module.PrivateRedis(private_bench.bench())
+    try:
+        # Given the private Redis died and another process took its port
+        private.proc.kill()
+        private.proc.wait()
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", private.port))
+        squatter.listen()
+        # When the supervisor checks it
+        with caplog.at_level("DEBUG", logger="bgcore.start"):
+            private.check()
+            # Then it says once that Redis is not back, and keeps trying
+            assert private.proc.poll() is not None
+            squatter.close()
+            wait_for(lambda: private.check() or private.proc.poll() is None, what="Redis back on its port")
+        messages = [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"]
+        assert sum("exited with signal SIGKILL" in m for m in messages) == 1
+        assert sum("did not come back yet" in m for m in messages) == 1
+        assert sum("private Redis is back at" in m for m in messages) == 1
+        assert embedded_redis.running_url(private_bench.bench()) == private.url
+    finally:
+        private.stop()
