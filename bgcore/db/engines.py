@@ -4,8 +4,8 @@ A site's database is ``db_url`` from its config, or by default the SQLite file
 ``sites/<site>/site.sqlite3``. Every site has a database of its own: a
 ``db_url`` in ``common_site_config.json`` is refused, and so is a site whose
 database is another site's (checked when its engine is made, against an
-index of the bench's sites at most a few seconds old). Engines are cached per (bench, site, url) in one
-bounded LRU per process, so a worker serving many sites keeps at most
+index of the bench's sites at most a few seconds old). Engines are cached per
+(bench, site, url) in one bounded LRU per process, so a worker serving many sites keeps at most
 ``db_engine_cache_size`` (bench config, default 16) pools open; the least
 recently used is disposed. A forked child drops inherited pools without
 closing the parent's connections.
@@ -120,8 +120,8 @@ def refuse_shared_database(bench: Bench, config: SiteConfig, url: URL | None = N
             continue  # a broken site is reported on its own
         if theirs == mine:
             raise DatabaseConfigError(
-                f"site {config.name!r}: its database {url.render_as_string(hide_password=True)} is also the database of "
-                f"site {other!r}; every site needs a database of its own: give one of them another db_url in "
+                f"site {config.name!r}: its database {url.render_as_string(hide_password=True)} is also the "
+                f"database of site {other!r}; every site needs a database of its own: give one of them another db_url in "
                 f"{config.path / SITE_CONFIG} or {bench.site_path(other) / SITE_CONFIG}"
             )
 
