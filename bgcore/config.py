@@ -7,6 +7,7 @@ site file replaces the bench's value for that key).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ SITE_CONFIG = "site_config.json"
 def read_json_config(path: Path, *, required: bool) -> dict[str, Any]:
     """Return the JSON object in ``path``.
 
-    A missing optional file is ``{}``. Anything that is not a JSON object raises
-    :class:`ConfigError` naming the file, the line and column, and the fix.
+    A missing optional file is ``{}``. Anything that is not a JSON object (bytes
+    that are not UTF-8 included) raises :class:`ConfigError` naming the file,
+    where in it, and the fix.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -30,16 +32,43 @@ def read_json_config(path: Path, *, required: bool) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror}); check its permissions") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}, byte offset {exc.start}); "
+            f"save it as UTF-8 JSON{_spared(path)}"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        spared = "" if path.name == COMMON_CONFIG else " (other sites keep working meanwhile)"
         raise ConfigError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; fix the file{spared}"
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; fix the file{_spared(path)}"
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must hold a JSON object ({{...}}), found {type(data).__name__}")
     return data
+
+
+MAX_SECONDS = 86400.0  # a day: longer intervals are mistakes, and would overflow datetime arithmetic
+
+
+def seconds_setting(value: Any, *, key: str, where: str, maximum: float = MAX_SECONDS) -> float:
+    """``value`` as a number of seconds in ``(0, maximum]``; else :class:`ConfigError` naming ``key`` and ``where``.
+
+    Refuses booleans, strings, ``NaN``, infinities, zero, negatives and values
+    over ``maximum`` (JSON lets ``1e12``, ``Infinity`` and ``NaN`` through).
+    """
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not 0 < value <= maximum):
+        raise ConfigError(
+            f"{where}: {key} must be a number of seconds above 0 and at most {maximum:g}, found {value!r}; "
+            "fix the value"
+        )
+    return float(value)
+
+
+def _spared(path: Path) -> str:
+    return "" if path.name == COMMON_CONFIG else " (other sites keep working meanwhile)"
 
 
 def merge(common: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

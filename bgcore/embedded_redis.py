@@ -60,26 +60,40 @@ def running_url(bench: Bench) -> str | None:
     return str(state["url"])
 
 
-def start(bench: Bench, timeout: float = 10.0) -> subprocess.Popen[bytes]:
-    """Start the bench's private Redis and wait until it answers."""
+def data_dir(bench: Bench) -> Path:
+    """Where the private Redis keeps its append-only file (and its log)."""
+    return bench.state_path / "redis"
+
+
+def port_of(url: str) -> int:
+    """The port of a private Redis URL (``redis://127.0.0.1:PORT/0``)."""
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+def start(bench: Bench, timeout: float = 10.0, *, port: int | None = None) -> subprocess.Popen[bytes]:
+    """Start the bench's private Redis and wait until it answers (loading its append-only file).
+
+    ``port`` restarts it where it was (clients keep their URL); by default a
+    free port is picked.
+    """
     if running_url(bench):
         raise RedisUnavailable(
             f"the private Redis of bench {bench.path} is already running ({running_url(bench)}); "
             "is another 'bgcore start' running on this bench?"
         )
-    data_dir = bench.state_path / "redis"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    directory = data_dir(bench)
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port() if port is None else port
     proc = subprocess.Popen(
         [
             find_redis_server(),
             "--bind", "127.0.0.1",
             "--port", str(port),
-            "--dir", str(data_dir),
+            "--dir", str(directory),
             "--appendonly", "yes",
             "--save", "",
             "--protected-mode", "yes",
-            "--logfile", str(data_dir / "redis.log"),
+            "--logfile", str(directory / "redis.log"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -89,7 +103,8 @@ def start(bench: Bench, timeout: float = 10.0) -> subprocess.Popen[bytes]:
     url = f"redis://127.0.0.1:{port}/0"
     if not wait_for_redis(url, proc, timeout):
         proc.kill()
-        raise RedisUnavailable(f"private redis-server did not start; see {data_dir / 'redis.log'}")
+        proc.wait()
+        raise RedisUnavailable(f"private redis-server did not start on port {port}; see {directory / 'redis.log'}")
     _state_file(bench).write_text(json.dumps({"url": url, "pid": proc.pid}))
     return proc
 

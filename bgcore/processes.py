@@ -35,18 +35,23 @@ def free_port() -> int:
 
 
 def wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
-    """Wait until the Redis that ``proc`` runs at ``url`` answers; False if it exits or times out."""
-    client = redis.Redis.from_url(url)
+    """Wait until the Redis that ``proc`` runs at ``url`` answers; False if it exits or times out.
+
+    Another process on the port (``proc`` could not bind it) does not count as an answer.
+    """
+    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
     deadline = time.monotonic() + timeout
     try:
         while True:
             try:
-                client.ping()
-                return True
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    return False
-                time.sleep(0.05)
+                if proc.poll() is None:
+                    client.ping()
+                    return True
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
     finally:
         client.close()
 

@@ -3,7 +3,9 @@
 It runs the bench's private Redis when ``redis_queue`` is not set, one worker
 pool per queue sized by the config (``background_workers`` horses per queue,
 default 1; a queue with 0 gets none) and the scheduler daemon, restarts a
-child that dies, and on Ctrl-C (SIGINT) or SIGTERM stops them gracefully:
+child that dies (the private Redis too: reaped, and started again on the same
+port with the same data directory, so its append-only file and every client's
+URL still hold), and on Ctrl-C (SIGINT) or SIGTERM stops them gracefully:
 horses finish their current job for up to ``shutdown_grace_seconds`` (bench
 config, default 30); a job still running then is stopped (the pool's cold
 stop kills its horse and records the job as failed, with the reason). Queued
@@ -28,12 +30,15 @@ from bgcore import embedded_redis
 from bgcore.bench import Bench
 from bgcore.connection import ping
 from bgcore.engine.settings import EngineSettings
+from bgcore.errors import BgcoreError
 from bgcore.processes import die_with_parent
 
 logger = logging.getLogger(__name__)
 
 COLD_STOP_SECONDS = 10.0
 RESTART_BACKOFF = 2.0
+# A restarted Redis first loads its append-only file; a big one takes a while.
+REDIS_START_SECONDS = 60.0
 
 
 @dataclass
@@ -64,6 +69,52 @@ def child_commands(bench: Bench, with_scheduler: bool) -> list[Child]:
     return children
 
 
+class PrivateRedis:
+    """The bench's private Redis as a supervised child: restarted where it was when it dies."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.proc = embedded_redis.start(bench)
+        self.url = embedded_redis.running_url(bench) or ""
+        self.port = embedded_redis.port_of(self.url)
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    def check(self) -> None:
+        """Reap the Redis if it exited (no zombie left), and start it again; one log line each way."""
+        if self._down_since is None:
+            if self.proc.poll() is None:
+                return
+            self._down_since = time.monotonic()
+            logger.error("private Redis pid=%s exited with %s; restarting it on port %s with the data in %s",
+                         self.proc.pid, _exit_status(self.proc.returncode), self.port,
+                         embedded_redis.data_dir(self.bench))
+        if time.monotonic() < self._retry_at:
+            return
+        try:
+            self.proc = embedded_redis.start(self.bench, REDIS_START_SECONDS, port=self.port)
+        except BgcoreError as exc:  # e.g. another process took the port: keep trying, say so once
+            first = self._retry_at == 0.0
+            self._retry_at = time.monotonic() + RESTART_BACKOFF
+            logger.log(logging.WARNING if first else logging.DEBUG,
+                       "private Redis did not come back yet (%s); trying again every %ss", exc, RESTART_BACKOFF)
+            return
+        logger.warning("private Redis is back at %s pid=%s after %.1fs", self.url, self.proc.pid,
+                       time.monotonic() - self._down_since)
+        self._down_since = None
+        self._retry_at = 0.0
+
+    def stop(self) -> None:
+        embedded_redis.stop(self.bench, self.proc)  # also when it is down: forgets its state file
+        logger.info("private Redis stopped; queued jobs are kept in %s", embedded_redis.data_dir(self.bench))
+
+
+def _exit_status(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"status {code}"
+
+
 def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
     """Run the bench until SIGINT/SIGTERM; see the module docstring."""
     stop = threading.Event()
@@ -74,34 +125,35 @@ def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
 
     grace = shutdown_grace(bench)
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    redis_proc = None
+    private: PrivateRedis | None = None
     children: list[Child] = []
     try:
         if not bench.common_config.get("redis_queue"):
-            redis_proc = embedded_redis.start(bench)
-            logger.info("private Redis for bench %s at %s", bench.path, embedded_redis.running_url(bench))
+            private = PrivateRedis(bench)
+            logger.info("private Redis for bench %s at %s", bench.path, private.url)
         ping(bench)
         children = child_commands(bench, with_scheduler)
         for child in children:
             child.spawn()
-        _supervise(children, stop)
+        _supervise(children, stop, private)
     finally:
         _stop_children(children, grace)
-        if redis_proc is not None:
-            embedded_redis.stop(bench, redis_proc)
-            logger.info("private Redis stopped; queued jobs are kept in %s", bench.state_path / "redis")
+        if private is not None:
+            private.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _supervise(children: list[Child], stop: threading.Event) -> None:
+def _supervise(children: list[Child], stop: threading.Event, private: PrivateRedis | None = None) -> None:
     while not stop.wait(0.5):
+        if private is not None:
+            private.check()  # first: a worker restarted now finds its Redis
         for child in children:
             if child.proc is not None and child.proc.poll() is not None:
                 code = child.proc.returncode
                 logger.error("%s exited with %s; restarting", child.name, code)
-                if time.monotonic() - child.started_at < RESTART_BACKOFF:
-                    time.sleep(RESTART_BACKOFF)
+                if time.monotonic() - child.started_at < RESTART_BACKOFF and stop.wait(RESTART_BACKOFF):
+                    return
                 child.spawn()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bgcore import embedded_redis
 from bgcore.processes import pid_alive
 from tests.conftest import BGCORE_EXE, REPO, BenchDir
 
@@ -177,3 +178,84 @@ def test_the_demo_bench_runs_scheduled_jobs_on_every_queue_of_every_site(tmp_pat
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
+
+
+def aof_holds(bench: BenchDir, needle: str) -> bool:
+    """The private Redis's append-only file(s) already hold ``needle`` (written, if not yet fsynced)."""
+    data = bench.path / ".bgcore" / "redis"
+    return any(needle.encode() in f.read_bytes() for f in data.rglob("*.aof*") if f.is_file())
+
+
+def test_a_killed_private_redis_is_reaped_and_restarted_where_it_was_and_jobs_flow_again(
+    private_bench: BenchDir, tmp_path: Path
+) -> None:
+    import psutil
+
+    log = tmp_path / "start.log"
+    proc = start(private_bench, log)
+    try:
+        state_file = private_bench.path / ".bgcore" / "redis.json"
+        before = json.loads(state_file.read_text())
+        # Given a job waiting on a queue without workers, in the append-only file
+        queued = private_bench.cli("enqueue", "testapp.tasks.noop", "--site", "a.test", "--queue", "idle",
+                                   check=True).stdout.split()[1]
+        wait_for(lambda: aof_holds(private_bench, queued), what="the queued job in the AOF")
+        # When the private Redis is killed with SIGKILL
+        os.kill(before["pid"], signal.SIGKILL)
+        # Then start reaps it (no zombie), starts it again on the same port, and logs one line each way
+        wait_for(lambda: "private Redis is back at" in log.read_text(), what="the private Redis to come back")
+        assert not psutil.pid_exists(before["pid"])
+        after = json.loads(state_file.read_text())
+        assert after["url"] == before["url"] and after["pid"] != before["pid"]
+        text = log.read_text()
+        assert text.count(f"private Redis pid={before['pid']} exited with signal SIGKILL; restarting it on port "
+                          f"{embedded_redis.port_of(before['url'])}") == 1
+        assert text.count("private Redis is back at") == 1
+        # And the queued job survived (same data directory, AOF kept)
+        listing = json.loads(private_bench.cli("show-pending-jobs", "--format", "json", check=True).stdout)
+        assert [(r["site"], r["queue"]) for r in listing] == [("a.test", "idle")]
+        # And start's short worker (reconnected or restarted) runs a job enqueued after the restart
+        out = tmp_path / "after.jsonl"
+        private_bench.cli("enqueue", "testapp.tasks.record", "--site", "b.test", "--queue", "short",
+                          "--kwargs", json.dumps({"path": str(out), "tag": "after"}), check=True)
+        wait_for(lambda: out.exists(), timeout=60, what="a job enqueued after the restart to run")
+        assert json.loads(out.read_text())["tag"] == "after"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    # And the restarted Redis is stopped on the way out, like the first one
+    assert not pid_alive(after["pid"])
+    assert not (private_bench.path / ".bgcore" / "redis.json").exists()
+
+
+def test_a_private_redis_whose_port_was_taken_comes_back_once_the_port_is_free(
+    private_bench: BenchDir, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    from bgcore import start as start_module
+
+    monkeypatch.setattr(start_module, "RESTART_BACKOFF", 0.0)
+    private = start_module.PrivateRedis(private_bench.bench())
+    try:
+        # Given the private Redis died and another process took its port
+        private.proc.kill()
+        private.proc.wait()
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", private.port))
+        squatter.listen()
+        # When the supervisor checks it
+        with caplog.at_level("DEBUG", logger="bgcore.start"):
+            private.check()
+            # Then it says once that Redis is not back, and keeps trying
+            assert private.proc.poll() is not None
+            squatter.close()
+            wait_for(lambda: private.check() or private.proc.poll() is None, what="Redis back on its port")
+        messages = [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"]
+        assert sum("exited with signal SIGKILL" in m for m in messages) == 1
+        assert sum("did not come back yet" in m for m in messages) == 1
+        assert sum("private Redis is back at" in m for m in messages) == 1
+        assert embedded_redis.running_url(private_bench.bench()) == private.url
+    finally:
+        private.stop()

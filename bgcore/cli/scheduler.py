@@ -4,6 +4,7 @@ set-maintenance-mode, trigger-scheduler-event."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -12,6 +13,7 @@ import click
 
 from bgcore.cli import CliState, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
+from bgcore.errors import BgcoreError
 from bgcore.scheduler.daemon import run_scheduler
 from bgcore.scheduler.status import SiteStatus, event_status, site_status, sites_of, trigger_event
 from bgcore.scheduler.switches import Switch, set_switch
@@ -42,10 +44,22 @@ def scheduler() -> None:
     """Per-site scheduler switches and what the scheduler does."""
 
 
-def _switch(state: CliState, site: str, switch: Switch, on: bool, verb: str) -> None:
+def _switch(state: CliState, site: str, switch: Switch, on: bool, done: str) -> None:
+    """Set ``switch`` on every site named; a broken site is reported and skipped, then exit 1 at the end."""
+    failed = []
     for name in sites_of(state.bench, site):
-        set_switch(state.bench, name, switch, on)
-        click.echo(f"scheduler {verb} for site {name}")
+        try:
+            set_switch(state.bench, name, switch, on)
+        except BgcoreError as exc:
+            failed.append(name)
+            click.secho(f"Error: {exc}", fg="red", err=True)
+            continue
+        click.echo(f"{done} for site {name}")
+    if failed and site == "all":
+        click.secho(f"Error: {switch.value} not changed for {len(failed)} site(s): {', '.join(failed)}; "
+                    "fix them and run the command again", fg="red", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @scheduler.command("enable")
@@ -53,7 +67,7 @@ def _switch(state: CliState, site: str, switch: Switch, on: bool, verb: str) -> 
 @pass_state
 def enable(state: CliState, site: str) -> None:
     """Let the scheduler run SITE's events (clears scheduler_disabled)."""
-    _switch(state, site, Switch.DISABLED, False, "enabled")
+    _switch(state, site, Switch.DISABLED, False, "scheduler enabled")
 
 
 @scheduler.command("disable")
@@ -61,7 +75,7 @@ def enable(state: CliState, site: str) -> None:
 @pass_state
 def disable(state: CliState, site: str) -> None:
     """Stop the scheduler for SITE (sets scheduler_disabled)."""
-    _switch(state, site, Switch.DISABLED, True, "disabled")
+    _switch(state, site, Switch.DISABLED, True, "scheduler disabled")
 
 
 @scheduler.command("pause")
@@ -69,7 +83,7 @@ def disable(state: CliState, site: str) -> None:
 @pass_state
 def pause(state: CliState, site: str) -> None:
     """Hold SITE's events for now (sets pause_scheduler)."""
-    _switch(state, site, Switch.PAUSED, True, "paused")
+    _switch(state, site, Switch.PAUSED, True, "scheduler paused")
 
 
 @scheduler.command("resume")
@@ -77,7 +91,7 @@ def pause(state: CliState, site: str) -> None:
 @pass_state
 def resume(state: CliState, site: str) -> None:
     """Release a pause of SITE (clears pause_scheduler)."""
-    _switch(state, site, Switch.PAUSED, False, "resumed")
+    _switch(state, site, Switch.PAUSED, False, "scheduler resumed")
 
 
 @scheduler.command("status")
@@ -123,9 +137,7 @@ def _first_line(text: object) -> object:
 @pass_state
 def set_maintenance_mode(state: CliState, mode: str, site: str) -> None:
     """Turn maintenance mode on or off for SITE (it stops the scheduler first of all switches)."""
-    for name in sites_of(state.bench, site):
-        set_switch(state.bench, name, Switch.MAINTENANCE, mode == "on")
-        click.echo(f"maintenance mode {mode} for site {name}")
+    _switch(state, site, Switch.MAINTENANCE, mode == "on", f"maintenance mode {mode}")
 
 
 @click.command("trigger-scheduler-event")

@@ -13,7 +13,7 @@ from sqlalchemy import exc as sa_exc
 
 from bgcore.bench import Bench, validate_site_name
 from bgcore.config import SITE_CONFIG
-from bgcore.db.engines import site_url
+from bgcore.db.engines import database_identity, site_url
 from bgcore.errors import DatabaseConfigError, SiteExists, UnknownApp
 from bgcore.migrate import MigrateReport, migrate_site
 
@@ -71,12 +71,13 @@ def _check_url(name: str, db_url: str) -> None:
 
 
 def _refuse_shared_url(bench: Bench, name: str, db_url: str) -> None:
+    wanted = database_identity(sa.make_url(db_url))
     for other in bench.site_names():
         try:
             other_url = site_url(bench.site_config(other))
         except Exception:
             continue
-        if other_url.render_as_string(hide_password=False) == db_url:
+        if database_identity(other_url) == wanted:
             raise DatabaseConfigError(
                 f"cannot create site {name!r}: db_url is already the database of site {other!r}; "
                 "every site needs a database of its own (create one and pass its URL)"

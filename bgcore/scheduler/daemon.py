@@ -5,7 +5,9 @@ active site, loaded once per site and reloaded only when the site changes
 (its ``site_config.json``, the bench config, or the registry version that
 ``bgcore migrate`` bumps), found by a periodic rescan of ``sites/``. The
 ``schedule`` package drives three kinds of jobs: one tick per distinct
-``scheduler_tick_interval``, the lease renewal, and the rescan.
+``scheduler_tick_interval``, the lease renewal, and the rescan, timed by a
+monotonic clock (:mod:`bgcore.scheduler.clock`), so neither the host's time
+zone nor a wall-clock jump changes how often they run.
 
 Only the lease holder ticks (see :mod:`bgcore.scheduler.lease`); a standby
 keeps its timetable warm and takes over when the lease lapses. A tick pops
@@ -30,7 +32,9 @@ import schedule
 
 from bgcore import keys
 from bgcore.bench import Bench
-from bgcore.errors import BgcoreError
+from bgcore.config import COMMON_CONFIG, seconds_setting
+from bgcore.errors import BgcoreError, ConfigError
+from bgcore.scheduler.clock import Monotonic, MonotonicScheduler
 from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
 from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
@@ -53,17 +57,17 @@ def utcnow() -> datetime:
 
 
 def _positive(bench: Bench, key: str, default: float) -> float:
-    value = bench.common_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        logger.error("common_site_config.json: %s must be a positive number, found %r; using %s", key, value, default)
+    try:
+        return seconds_setting(bench.common_config.get(key, default), key=key, where=COMMON_CONFIG)
+    except ConfigError as exc:
+        logger.error("%s; using %s", exc, default)
         return default
-    return float(value)
 
 
 class SchedulerDaemon:
     """The scheduler of one bench in this process (leader or standby)."""
 
-    def __init__(self, bench: Bench, *, clock: Clock = utcnow) -> None:
+    def __init__(self, bench: Bench, *, clock: Clock = utcnow, monotonic: Monotonic = time.monotonic) -> None:
         self.bench = bench
         bench.activate_import_path()
         self.clock = clock
@@ -74,7 +78,8 @@ class SchedulerDaemon:
         self.stamps: dict[str, tuple[object, ...]] = {}
         self.leading = False
         self._renewed_at = 0.0  # monotonic time of the last successful acquire/renew
-        self.scheduler = schedule.Scheduler()
+        # ``clock`` says what is due (aware UTC); ``monotonic`` times the loop's steps.
+        self.scheduler = MonotonicScheduler(monotonic)
         self.watcher = HooksWatcher()
         self._tick_jobs: dict[float, schedule.Job] = {}
         self._snapshots: dict[str, RegistrySnapshot] = {}
@@ -103,7 +108,7 @@ class SchedulerDaemon:
             failed_at = self._failed.get(name)
             if (site_stamp(self.bench, name, version, common) != self.stamps.get(name)
                     or (failed_at is not None and failed_at < retry_before)):
-                self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+                self._load(name, version)
                 loaded += 1
         if loaded:
             logger.info("rescan: %d site(s) (re)loaded; %d of %d sites scheduled", loaded,
@@ -116,8 +121,19 @@ class SchedulerDaemon:
     def reload(self, name: str) -> None:
         """Load site ``name`` again now (after a switch changed)."""
         version = self.redis.get(keys.registry_version(self.bench.bench_id, name))
-        self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+        self._load(name, version)
         self.publish_errors()
+
+    def _load(self, name: str, version: Any) -> None:
+        """Load one site; whatever goes wrong with it stops that site only, never the rescan of the others."""
+        try:
+            self._apply(load_site(self.bench, name, version, self._snapshots.get(name)))
+        except Exception as exc:  # a bug or an unforeseen bad value: this site waits, the others go on
+            logger.exception("site=%s not scheduled: loading it failed", name)
+            self.timetable.drop_site(name)
+            self.stamps[name] = site_stamp(self.bench, name, version)
+            self._failed[name] = time.monotonic()
+            self.errors[name] = f"loading failed ({type(exc).__name__}: {exc})"
 
     def publish_errors(self) -> None:
         """Make the Redis hash of site load errors match :attr:`errors` (stale entries removed).

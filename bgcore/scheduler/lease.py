@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bgcore import keys
-from bgcore.errors import ConfigError
+from bgcore.config import COMMON_CONFIG, seconds_setting
 
 DEFAULT_LEASE_SECONDS = 15.0
 
@@ -48,12 +48,7 @@ def new_holder() -> str:
 def lease_seconds(common_config: dict[str, Any]) -> float:
     """``scheduler_lease_seconds`` of the bench (default 15), checked to be a positive number."""
     value = common_config.get("scheduler_lease_seconds", DEFAULT_LEASE_SECONDS)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(
-            f"common_site_config.json: scheduler_lease_seconds must be a positive number of seconds, "
-            f"found {value!r}"
-        )
-    return float(value)
+    return seconds_setting(value, key="scheduler_lease_seconds", where=COMMON_CONFIG)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bgcore import keys
 from bgcore.bench import Bench, SiteConfig
-from bgcore.config import COMMON_CONFIG, SITE_CONFIG
+from bgcore.config import COMMON_CONFIG, SITE_CONFIG, seconds_setting
 from bgcore.errors import BgcoreError, ConfigError
 from bgcore.scheduler.due import zone
 from bgcore.scheduler.switches import Switch, blocking_switch
@@ -62,13 +62,10 @@ def site_stamp(bench: Bench, name: str, version: Any, common: int | None = None)
 
 
 def tick_interval(config: SiteConfig) -> float:
-    """``scheduler_tick_interval`` of the site (site value over bench value; default 60 s)."""
+    """``scheduler_tick_interval`` of the site (site value over bench value; default 60 s; at most a day)."""
     value = config.get("scheduler_tick_interval", DEFAULT_TICK_INTERVAL)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(
-            f"site {config.name!r}: scheduler_tick_interval must be a positive number of seconds, found {value!r}"
-        )
-    return float(value)
+    where = (f"site {config.name!r} ({config.path / SITE_CONFIG}, or {COMMON_CONFIG} for every site)")
+    return seconds_setting(value, key="scheduler_tick_interval", where=where)
 
 
 def read_registry(bench: Bench, config: SiteConfig) -> tuple[list[Any], dict[str, str]]:

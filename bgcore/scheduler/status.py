@@ -80,13 +80,21 @@ def config_error(config: SiteConfig) -> str | None:
 
 
 def site_status(bench: Bench, sites: list[str]) -> list[SiteStatus]:
-    """The switch status (or load error) of each site and who leads the bench's scheduler."""
+    """The switch status (or load error) of each site and who leads the bench's scheduler.
+
+    A site whose config cannot be read is reported with that error; it never hides the others.
+    """
     redis = bench.redis()
     leader = current_holder(redis, bench.bench_id)
     published = redis.hmget(keys.scheduler_site_errors(bench.bench_id), sites) if sites else []
     found = []
     for site, loaded in zip(sites, published):
-        config = bench.site_config(site)
+        try:
+            config = bench.site_config(site)
+        except BgcoreError as exc:  # a broken site is one row; the other sites are still shown
+            found.append(SiteStatus(site=site, active=False, stopped_by=None, daemon_running=leader is not None,
+                                    leader=leader, error=str(exc)))
+            continue
         switch = blocking_switch(config)
         error = None if switch else (config_error(config) or _text(loaded))
         found.append(SiteStatus(site=site, active=switch is None and error is None,
