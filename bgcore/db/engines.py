@@ -88,7 +88,7 @@ def database_identity(url: URL) -> tuple[str, ...]:
         path = url.database or ""
         return ("sqlite", path if path in ("", ":memory:") else str(Path(path).resolve()))
     host = (url.host or "").lower()
-    port = url.port or _DEFAULT_PORTS.get(backend, "")
+    port = url.port or _DEFAULT_PORTS.get(backend) or ""
     family = "mysql" if backend == "mariadb" else backend
     return (family, "localhost" if host in _LOOPBACK else host, str(port), url.database or "")
 

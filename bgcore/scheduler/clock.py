@@ -43,7 +43,7 @@ class MonotonicScheduler(schedule.Scheduler):
     def idle_seconds(self) -> float | None:
         if not self.next_run:
             return None
-        return (self.next_run - self.now()).total_seconds()
+        return float((self.next_run - self.now()).total_seconds())
 
 
 class MonotonicJob(schedule.Job):
