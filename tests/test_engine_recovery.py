@@ -183,3 +183,24 @@ def test_a_pool_rides_out_a_redis_restart_and_runs_what_comes_after(
     started = Counter(re.findall(r"(horse \S+|pool pid=\d+): Redis is unreachable", log))
     assert started and set(started.values()) == {1}, started
     assert log.count("Redis is reachable again") >= 1
+
+
+def test_the_scheduler_logs_a_redis_outage_once_and_its_end(bench_dir: BenchDir,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    from bgcore.scheduler.daemon import SchedulerDaemon
+
+    # Given a daemon whose steps fail while Redis is away, then succeed
+    daemon = SchedulerDaemon(bench_dir.bench())
+    answers = iter([redis.ConnectionError("Connection refused")] * 5 + [None, None])
+
+    def step() -> None:
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    with caplog.at_level("INFO"):
+        for _ in range(7):
+            daemon._guard(step)
+    # Then the outage is one line when it starts and one when it ends, not one per step
+    lines = [r.getMessage() for r in caplog.records if "Redis" in r.getMessage()]
+    assert len(lines) == 2 and "unreachable" in lines[0] and "reachable again" in lines[1], lines

@@ -35,6 +35,7 @@ from bgcore.bench import Bench
 from bgcore.config import COMMON_CONFIG, seconds_setting
 from bgcore.errors import BgcoreError, ConfigError
 from bgcore.scheduler.clock import Monotonic, MonotonicScheduler
+from bgcore.engine.outage import OUTAGE_ERRORS, Outage
 from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
 from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
@@ -73,6 +74,7 @@ class SchedulerDaemon:
         self.clock = clock
         self.redis = bench.redis()
         self.lease = Lease(self.redis, bench.bench_id, new_holder(), lease_seconds(bench.common_config))
+        self.outage = Outage(f"scheduler bench={bench.bench_id}")
         self.rescan_seconds = _positive(bench, "scheduler_rescan_seconds", DEFAULT_RESCAN_SECONDS)
         self.timetable = Timetable()
         self.stamps: dict[str, tuple[object, ...]] = {}
@@ -313,13 +315,22 @@ class SchedulerDaemon:
 
     # -- loop -------------------------------------------------------------------
     def _guard(self, step: Callable[..., Any], *args: Any) -> None:
-        """Run one scheduled step; Redis or site trouble is logged, never fatal to the loop."""
+        """Run one scheduled step; Redis or site trouble is logged, never fatal to the loop.
+
+        A Redis outage is one line when it starts and one when it ends (bgcore.engine.outage),
+        not a line per step: the steps keep being tried on their own schedule meanwhile.
+        """
         try:
             step(*args)
+        except OUTAGE_ERRORS as exc:
+            self.outage.failed(exc)
+            return
         except (redis.RedisError, BgcoreError) as exc:
             logger.error("scheduler step %s failed: %s", getattr(step, "__name__", step), exc)
         except Exception:
             logger.exception("scheduler step %s failed", getattr(step, "__name__", step))
+        else:
+            self.outage.recovered()
 
     def run(self, stop: threading.Event) -> None:
         """Serve the bench until ``stop`` is set; releases the lease on the way out."""
