@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from base64 import b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +24,6 @@ from rq.utils import utcformat
 
 from bgcore import keys
 from bgcore.engine import scripts
-from bgcore.rqbridge import SERIALIZER
 
 WAKE_CAP = 100
 # Seconds past a job's timeout before its started-registry entry counts as expired for RQ's own
@@ -186,15 +186,7 @@ class Broker:
         kind = Result.Type.FAILED if failed else Result.Type.SUCCESSFUL
         if retry_at is not None:
             kind = Result.Type.RETRIED
-        entry = Result(
-            job_id, kind, self.redis,
-            return_value=None if failed else result, exc_string=error, worker_name=worker,
-            serializer=SERIALIZER, execution_started_at=_utc(started) if started else None,
-            execution_ended_at=_utc(now),
-        ).serialize()
-        fields: list[Any] = []
-        for name, value in entry.items():
-            fields += (name, value)
+        fields = _result_entry(kind, worker, None if failed else result, error, started, now)
         rq_name = keys.queue_name(self.bench_id, queue)
         target = keys.failed_registry(rq_name) if failed else keys.finished_registry(rq_name)
         site = keys.site_of_job(job_id) or ""
@@ -306,12 +298,25 @@ class Broker:
         return [_text(i) for i in ids]
 
 
+def _result_entry(kind: Result.Type, worker: str, value: Any, error: str | None, started: float | None,
+                  ended: float) -> list[Any]:
+    """An RQ ``Result`` stream entry as field, value pairs, as ``Result.serialize`` writes it.
+
+    Written here rather than through ``Result(...)`` to keep RQ's serializer resolution off the
+    hot path; ``Job.fetch(id).latest_result()`` reads it back (the engine tests check that).
+    """
+    fields: list[Any] = ["type", kind.value, "worker_name", worker]
+    if error is not None:
+        fields += ("exc_string", b64encode(zlib.compress(error.encode())).decode())
+    if value is not None:
+        fields += ("return_value", b64encode(json.dumps(value).encode()).decode())  # RQ's JSONSerializer
+    if started:
+        fields += ("execution_started_at", started)
+    return [*fields, "execution_ended_at", ended]
+
+
 def _rq_time(epoch: float) -> str:
     return utcformat(datetime.fromtimestamp(epoch, timezone.utc))
-
-
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 def _number(raw: Any) -> int | None:

@@ -264,8 +264,10 @@ class Horse:
         return None
 
     def _own_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if signal.getsignal(signal.SIGTERM) != self._on_term:
+            signal.signal(signal.SIGTERM, self._on_term)
+        if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _wait(self) -> None:
         self._waiting = True

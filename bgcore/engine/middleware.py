@@ -186,19 +186,27 @@ class Timeout(Middleware):
     the pool parent shortly after its deadline.
     """
 
+    def __init__(self) -> None:
+        self._run: JobRun | None = None  # the run whose alarm is armed
+
     def before_job(self, run: JobRun) -> None:
         if not run.timeout or run.timeout <= 0:
             return
-
-        def _expired(signum: int, frame: FrameType | None) -> None:
-            run.timed_out = True
-            raise JobTimeoutException(f"Job exceeded maximum timeout value ({run.timeout:g} seconds)")
-
-        run.state["previous_alarm"] = signal.signal(signal.SIGALRM, _expired)
+        # One handler for every job of the horse, installed once (again only if a job replaced it).
+        if signal.getsignal(signal.SIGALRM) != self._expired:
+            signal.signal(signal.SIGALRM, self._expired)
         # A previous job of this long-lived horse may have blocked SIGALRM and returned: the mask
         # outlives the job, and this job's timeout would never fire inside it (only the parent's kill).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        self._run = run
         signal.setitimer(signal.ITIMER_REAL, run.timeout)
+
+    def _expired(self, signum: int, frame: FrameType | None) -> None:
+        run = self._run
+        if run is None:  # disarmed meanwhile
+            return
+        run.timed_out = True
+        raise JobTimeoutException(f"Job exceeded maximum timeout value ({run.timeout:g} seconds)")
 
     def after_success(self, run: JobRun) -> None:
         self._disarm(run)
@@ -212,11 +220,10 @@ class Timeout(Middleware):
     def after_job(self, run: JobRun) -> None:
         self._disarm(run)
 
-    @staticmethod
-    def _disarm(run: JobRun) -> None:
-        if "previous_alarm" in run.state:
+    def _disarm(self, run: JobRun) -> None:
+        if self._run is run:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, run.state.pop("previous_alarm"))
+            self._run = None
 
 
 def configured_middleware(bench: Bench) -> list[Middleware]:
