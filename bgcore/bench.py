@@ -12,9 +12,11 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from bgcore.config import COMMON_CONFIG, SITE_CONFIG, merge, read_json_config
@@ -50,7 +52,7 @@ class SiteConfig:
 
     name: str
     path: Path
-    data: dict[str, Any] = field(repr=False)
+    data: Mapping[str, Any] = field(repr=False)  # read-only: one SiteConfig serves many jobs
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -77,6 +79,10 @@ class Bench:
                 f"pass --bench DIR or set {BENCH_ENV}"
             )
         self._cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+        # site -> (its directory, its site_config.json), validated once
+        self._site_files: dict[str, tuple[Path, Path]] = {}
+        # site -> (its own parsed file, the common parsed file, the merged SiteConfig)
+        self._site_configs: dict[str, tuple[dict[str, Any], dict[str, Any], SiteConfig]] = {}
         self._redis: Any = None
         self._queues: tuple[dict[str, Any], dict[str, QueueSpec]] | None = None
         self._import_path_done = False
@@ -159,15 +165,24 @@ class Bench:
         Raises :class:`SiteNotFound` for an unknown site and :class:`ConfigError`
         for a broken config file; neither affects other sites.
         """
-        path = self.site_path(name)
-        config_file = path / SITE_CONFIG
+        files = self._site_files.get(name)
+        if files is None:
+            path = self.site_path(name)
+            files = self._site_files[name] = (path, path / SITE_CONFIG)
+        path, config_file = files
         if not config_file.is_file():
             known = ", ".join(self.site_names()) or "none"
             raise SiteNotFound(
                 f"unknown site {name!r}: {config_file} does not exist (sites on this bench: {known})"
             )
         own = self._read(config_file, required=True)
-        return SiteConfig(name=name, path=path, data=merge(self.common_config, own))
+        common = self.common_config
+        cached = self._site_configs.get(name)
+        if cached is not None and cached[0] is own and cached[1] is common:
+            return cached[2]  # neither file changed: the same (read-only) config
+        config = SiteConfig(name=name, path=path, data=MappingProxyType(merge(common, own)))
+        self._site_configs[name] = (own, common, config)
+        return config
 
     # -- apps ---------------------------------------------------------------
     def activate_import_path(self) -> None:

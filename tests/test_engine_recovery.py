@@ -204,3 +204,13 @@ def test_the_scheduler_logs_a_redis_outage_once_and_its_end(bench_dir: BenchDir,
     # Then the outage is one line when it starts and one when it ends, not one per step
     lines = [r.getMessage() for r in caplog.records if "Redis" in r.getMessage()]
     assert len(lines) == 2 and "unreachable" in lines[0] and "reachable again" in lines[1], lines
+
+
+def test_an_idle_wait_longer_than_the_socket_timeout_is_no_outage(bench_dir: BenchDir, redis_server: str) -> None:
+    # Given a client whose socket times out after 0.3 s (redis-py's default is 5 s)
+    client = redis.Redis.from_url(redis_server, socket_timeout=0.3)
+    broker = Broker(client, bench_dir.bench().bench_id)
+    # When a horse waits longer than that for work that does not come
+    # Then the wait just ends ("nothing came"), it is not an error
+    assert broker.wait([QUEUE], 1.0) is False
+    assert client.ping()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import redis
 from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL
 from rq.job import Job
 from rq.results import Result
@@ -159,9 +160,16 @@ class Broker:
                      retries=_number(retries) or 0)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``."""
+        """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``.
+
+        A read timeout of the connection itself (redis-py's default socket timeout is 5 s)
+        counts as "nothing came": a Redis that is really away shows at the next take.
+        """
         wake = [keys.queue_wake(self.bench_id, name) for name in queues]
-        return self.redis.blpop(wake, timeout=timeout) is not None
+        try:
+            return self.redis.blpop(wake, timeout=timeout) is not None
+        except redis.TimeoutError:
+            return False
 
     # -- finish -------------------------------------------------------------------------------
     def finish(self, worker: str, job_id: str, queue: str, *, result: Any = None, error: str | None = None,

@@ -39,7 +39,8 @@ from bgcore.retry import job_policy
 
 logger = logging.getLogger(__name__)
 
-IDLE_WAIT_SECONDS = 5.0
+# Below redis-py's default socket timeout (5 s), so an idle wait never ends in a read timeout.
+IDLE_WAIT_SECONDS = 2.0
 FINISH_GRACE_SECONDS = 60.0
 
 
