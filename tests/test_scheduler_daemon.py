@@ -4,9 +4,11 @@ processes on the session's real redis-server, 1 s ticks and a 2 s lease."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -178,6 +180,13 @@ def test_dead_worker_does_not_block_its_event(bench_dir: BenchDir) -> None:
         sched.stop_all()
 
 
+def save_atomically(path: Path, text: str) -> None:
+    """Replace ``path``'s content in one step (write a sibling, then rename it over)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def test_stale_hooks_warn_once_then_migrate_applies(sched: SchedBench) -> None:
     from bgcore.scheduler.watch import stale_hooks
 
@@ -187,8 +196,9 @@ def test_stale_hooks_warn_once_then_migrate_applies(sched: SchedBench) -> None:
     sched.worker()
     wait_for(lambda: sched.records("a.test", "every"), 20, "a first run")
     assert stale_hooks(sched.dir.bench()) == []
-    # When hooks.py gains an event
-    sched.hooks.write_text(hooks_text(sched.app, ["every", "every2"]))
+    # When hooks.py gains an event (saved whole, as editors do: a file caught half-written would
+    # be a different, third version of the hooks, with a warning of its own)
+    save_atomically(sched.hooks, hooks_text(sched.app, ["every", "every2"]))
     # Then the daemon warns once, naming the app, the file and the sites
     line = wait_for(lambda: [l for l in sched.log("schedule.log").splitlines() if "stale hooks" in l], 15,
                     "the stale-hooks warning")[0]
@@ -201,7 +211,7 @@ def test_stale_hooks_warn_once_then_migrate_applies(sched: SchedBench) -> None:
     # ... and the old registry is still what runs
     assert not sched.records("a.test", "every2")
     # When hooks.py is edited again, differently, before any migrate
-    sched.hooks.write_text(hooks_text(sched.app, ["every2", "every"]))
+    save_atomically(sched.hooks, hooks_text(sched.app, ["every2", "every"]))
     # Then that edit is warned about too, once
     wait_for(lambda: sched.log("schedule.log").count("stale hooks") == 2, 15, "a warning for the second edit")
     time.sleep(2)
