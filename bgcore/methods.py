@@ -8,6 +8,7 @@ worker must be able to import the method by its path.
 from __future__ import annotations
 
 import difflib
+import inspect
 import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -81,3 +82,25 @@ def resolve(path: str) -> Callable[..., Any]:
             "functions defined in its app; wrap the call in a function of the app"
         )
     return target  # type: ignore[no-any-return]
+
+
+def argument_problem(signature: inspect.Signature, kwargs: dict[str, Any]) -> str | None:
+    """Why ``signature`` cannot take ``kwargs`` as keyword arguments, or None when it can.
+
+    A keyword the function does not know is named first (with a "did you mean"
+    for a close parameter name), before any missing argument it explains.
+    """
+    params = signature.parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [n for n, p in params.items() if p.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        for name in kwargs:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                return f"unexpected keyword argument {name!r}{hint}"
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None

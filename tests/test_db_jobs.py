@@ -170,9 +170,9 @@ def test_missing_document_method_and_doctype_fail_with_recorded_errors(db_bench)
 
 def test_enqueue_doc_timeout_falls_back_to_the_queue_timeout(bench_dir):
     with bgcore.connect("a.test", bench_dir.bench()):
-        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", queue="long").timeout == 1500
-        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", queue="short").timeout == 300
-        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", queue="long", timeout=42).timeout == 42
+        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", note="x", queue="long").timeout == 1500
+        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", note="x", queue="short").timeout == 300
+        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", note="x", queue="long", timeout=42).timeout == 42
 
 
 def test_failed_jobs_listing_shows_only_the_sites_own_failures(db_bench):
