@@ -16,8 +16,18 @@ from bgcore import jobs as jobs_api
 from bgcore.worker import run_worker
 
 
+def _queue_list(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--queue`` given but empty or blank is a usage error, never "every queue"."""
+    if value is not None and (not value.strip() or not all(part.strip() for part in value.split(","))):
+        raise click.BadParameter(
+            f"{value!r} names no queue or has an empty name; give queue names separated by commas "
+            "(e.g. short,default), or leave --queue out to consume every queue")
+    return value
+
+
 @click.command()
-@click.option("--queue", "queues", metavar="A,B", help="Queues to consume, in priority order. Default: all.")
+@click.option("--queue", "queues", metavar="A,B", callback=_queue_list,
+              help="Queues to consume, in priority order. Default: all.")
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
 @click.option("--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option("--pool", "pool", type=click.IntRange(min=1), default=1, show_default=True,

@@ -45,14 +45,16 @@ def doctor(state: CliState, fmt: str) -> None:
 @pass_state
 def sites(state: CliState, fmt: str) -> None:
     """List the sites of the bench and whether their config loads."""
-    rows = []
+    rows: list[tuple[str, list[str], str]] = []
     for name in state.bench.site_names():
         try:
             config = state.bench.site_config(name)
-            rows.append((name, ", ".join(config.installed_apps), "ok"))
+            rows.append((name, list(config.installed_apps), "ok"))
         except BgcoreError as exc:  # one broken site is shown, never stops the listing
-            rows.append((name, "", f"ERROR: {exc}"))
-    emit(fmt, f"Sites ({len(rows)})", ["site", "installed_apps", "config"], rows)
+            rows.append((name, [], f"ERROR: {exc}"))
+    columns = ["site", "installed_apps", "config"]
+    emit(fmt, f"Sites ({len(rows)})", columns, [(n, ", ".join(apps), c) for n, apps, c in rows],
+         data=[dict(zip(columns, row)) for row in rows])
 
 
 COMMANDS = [start, doctor, sites]
