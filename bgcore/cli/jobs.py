@@ -8,7 +8,7 @@ import click
 
 from bgcore.bench import validate_site_name
 from bgcore.cli import CliState, pass_state
-from bgcore.cli.output import FORMAT_OPTION, emit
+from bgcore.cli.output import FORMAT_OPTION, emit, local_time, site_zone
 from bgcore.context import site_context
 from bgcore.enqueue import enqueue
 from bgcore.errors import InvalidArgument
@@ -71,7 +71,9 @@ def show_pending_jobs(state: CliState, site: str | None, fmt: str) -> None:
     """List queued jobs per queue and per site."""
     _note_unknown_site(state, site)
     pending = jobs_api.pending_jobs(state.bench, site)
-    rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, j.enqueued_at) for j in pending]
+    zones = {name: site_zone(state.bench, name) for name in {j.site for j in pending}}
+    rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, local_time(j.enqueued_at, zones[j.site]))
+            for j in pending]
     emit(fmt, f"Pending jobs ({len(rows)})", ["queue", "site", "job_id", "job_name", "method", "enqueued_at"], rows)
 
 

@@ -7,7 +7,7 @@ import sys
 import click
 
 from bgcore.cli import CliState, pass_state
-from bgcore.cli.output import FORMAT_OPTION, emit
+from bgcore.cli.output import FORMAT_OPTION, emit, site_zone
 from bgcore.db import joblog
 from bgcore.db.provision import create_site
 from bgcore.migrate import migrate_bench
@@ -51,12 +51,12 @@ def jobs() -> None:
 @FORMAT_OPTION
 @pass_state
 def failed(state: CliState, site: str, limit: int, fmt: str) -> None:
-    """List SITE's failed jobs from its own job log."""
+    """List SITE's failed jobs from its own job log (times in the site's time_zone)."""
     entries = joblog.failures(state.bench, state.bench.site_config(site), limit=limit)
     columns = ["ended_at", "job_id", "method", "queue", "status", "duration_ms", "exception"]
     rows = [[getattr(e, c) for c in columns] for e in entries]
-    data = [dict(e.__dict__, ended_at=str(e.ended_at), started_at=str(e.started_at)) for e in entries]
-    emit(fmt, f"Failed jobs of {site} ({len(rows)})", columns, rows, data=data)
+    emit(fmt, f"Failed jobs of {site} ({len(rows)})", columns, rows, data=[dict(e.__dict__) for e in entries],
+         tz=site_zone(state.bench, site))
 
 
 COMMANDS: list[click.Command] = [new_site, migrate, jobs]

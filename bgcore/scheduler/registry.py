@@ -17,12 +17,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 
 from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.db.schema import metadata
+from bgcore.db.types import UTCDateTime
 from bgcore.errors import ConfigError, InvalidArgument, RedisUnavailable
 from bgcore.scheduler.due import next_run, zone
 from bgcore.scheduler.events import EventSpec, load_site_events
@@ -31,31 +31,6 @@ logger = logging.getLogger(__name__)
 
 UTC = timezone.utc
 DEFAULT_TIME_ZONE = "UTC"
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """An aware datetime stored as UTC; read back aware (SQLite keeps no offset)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):  # keep microseconds (DATETIME drops them)
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        return dialect.type_descriptor(sa.DateTime(timezone=True))
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise InvalidArgument(f"{value!r} is a naive datetime; the registry stores aware times only")
-        utc = value.astimezone(UTC)
-        return utc.replace(tzinfo=None) if dialect.name in ("sqlite", "mysql", "mariadb") else utc
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 scheduled_event = sa.Table(
