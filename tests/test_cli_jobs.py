@@ -111,7 +111,7 @@ def test_doctor_lists_unmigrated_sites_and_stale_hooks(bench_dir: BenchDir, tmp_
     bench_dir.add_site("s.test", installed_apps=["stalapp"])
     bench_dir.cli("migrate", "--site", "s.test", check=True)
     fresh = json.loads(bench_dir.cli("doctor", "--format", "json").stdout)
-    assert not any("s.test" in p for p in fresh["problems"])
+    assert not any("s.test" in p for p in fresh["problems"] if not p.startswith("no scheduler leads"))
     assert any("'a.test'" in p and "bgcore migrate" in p for p in fresh["problems"])
     # When its hooks.py changes after the migrate
     (app / "hooks.py").write_text('scheduler_events = {"daily": ["stalapp.tasks.tick"]}\n')

@@ -6,7 +6,7 @@ import click
 
 from bgcore.cli import CliState, main, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
-from bgcore.doctor import diagnose
+from bgcore.doctor import SchedulerHealth, diagnose
 from bgcore.errors import BgcoreError
 from bgcore.start import run_bench
 
@@ -24,7 +24,10 @@ def start(state: CliState, no_scheduler: bool) -> None:
 @FORMAT_OPTION
 @pass_state
 def doctor(state: CliState, fmt: str) -> None:
-    """Check Redis, workers per queue, queue depths, failed counts and sites."""
+    """Check Redis, workers and the oldest job per queue, the scheduler's leader and standbys, and sites.
+
+    Exits 1, one line per reason, when unhealthy.
+    """
     report = diagnose(state.bench)
     if fmt == "json":
         emit(fmt, "", [], [], data=report.as_dict())
@@ -32,12 +35,23 @@ def doctor(state: CliState, fmt: str) -> None:
         click.echo(f"bench: {state.bench.path} (id {state.bench.bench_id})")
         click.echo(f"redis: {report.redis_url} -> {'OK' if report.redis_ok else 'UNREACHABLE: ' + report.redis_error}")
         if report.redis_ok:
-            rows = [(q.name, q.workers, q.queued, q.started, q.failed) for q in report.queues]
-            emit(fmt, "Queues", ["queue", "workers", "queued", "running", "failed"], rows)
+            rows = [(q.name, q.workers, q.queued, q.started, q.failed, q.oldest_enqueued_at) for q in report.queues]
+            emit(fmt, "Queues", ["queue", "workers", "queued", "running", "failed", "oldest_job"], rows)
+        if report.scheduler is not None:
+            for line in _scheduler_lines(report.scheduler):
+                click.echo(line)
         for problem in report.problems:
             click.secho(f"problem: {problem}", fg="yellow")
     if not report.healthy:
         raise SystemExit(1)
+
+
+def _scheduler_lines(found: SchedulerHealth) -> list[str]:
+    """The scheduler part of doctor's text report: leader and last tick, then the standbys."""
+    tick = found.last_tick.isoformat(sep=" ", timespec="seconds") if found.last_tick else "not yet"
+    lead = f"leader {found.leader}, last tick {tick}" if found.leader else "no leader"
+    standbys = ", ".join(found.standbys) or "none"
+    return [f"scheduler: {lead}", f"scheduler standbys: {standbys}"]
 
 
 @click.command()

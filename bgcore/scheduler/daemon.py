@@ -21,17 +21,18 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
 import schedule
 
-from bgcore import keys
+from bgcore import clock, keys
 from bgcore.bench import Bench
 from bgcore.errors import BgcoreError
-from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
+from bgcore.scheduler import presence
+from bgcore.scheduler.lease import Lease, current_holder, lease_seconds, new_holder
 from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
 from bgcore.scheduler.overlap import blocked_events
@@ -44,12 +45,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_RESCAN_SECONDS = 10.0
 # A site that failed to load (database down, bad config) is tried again this often.
 RETRY_FAILED_SECONDS = 60.0
-Clock = Callable[[], datetime]
+Clock = clock.Clock
 
 
-def utcnow() -> datetime:
-    """The daemon's one clock seam: aware UTC now."""
-    return datetime.now(timezone.utc)
+utcnow = clock.utcnow  # the daemon's clock seam (tests pass their own ``clock=``)
 
 
 def _positive(bench: Bench, key: str, default: float) -> float:
@@ -83,6 +82,8 @@ class SchedulerDaemon:
         self._warned: set[tuple[str, str]] = set()
         self._failed: dict[str, float] = {}  # site -> monotonic time of its last failed load
         self.errors: dict[str, str] = {}  # site -> why it is not scheduled (published for ``scheduler status``)
+        self.last_tick: datetime | None = None  # when this daemon last ticked as leader (for ``bgcore doctor``)
+        self._standby_under: str | None = ""  # the leader last logged while standing by ("" = not logged yet)
 
     # -- sites ------------------------------------------------------------------
     def rescan(self) -> None:
@@ -218,6 +219,20 @@ class SchedulerDaemon:
         elif not held and self.leading:
             self.leading = False
             logger.warning("scheduler lost the lease bench=%s; standing by", self.bench.bench_id)
+        if not held:
+            self._log_standby()
+        else:
+            self._standby_under = ""
+        presence.publish(self.redis, self.bench.bench_id, self.lease.holder, role="leader" if held else "standby",
+                         now=self.clock(), last_tick=self.last_tick, lease_seconds=self.lease.seconds)
+
+    def _log_standby(self) -> None:
+        """Say once, and again when the leader changes, that this daemon stands by and who leads."""
+        leader = current_holder(self.redis, self.bench.bench_id)
+        if leader != self._standby_under:
+            self._standby_under = leader
+            logger.info("scheduler standby bench=%s holder=%s: %s", self.bench.bench_id, self.lease.holder,
+                        f"leader is {leader}" if leader else "no leader right now; trying to take the lease")
 
     def _refresh_last_runs(self) -> None:
         """Take over the last runs another leader recorded while this daemon stood by."""
@@ -235,6 +250,7 @@ class SchedulerDaemon:
         if not self.lease.valid():
             return []
         now = now or self.clock()
+        self.last_tick = now
         self._check_hooks(self.watcher.changed())
         due = self.timetable.due(interval, now)
         if not due:
@@ -325,6 +341,7 @@ class SchedulerDaemon:
             self.watcher.stop()
             try:
                 self.lease.release()
+                presence.withdraw(self.redis, self.bench.bench_id, self.lease.holder)
             except redis.RedisError:
                 pass
             logger.info("scheduler stopped bench=%s", self.bench.bench_id)
