@@ -20,9 +20,10 @@ def test_enqueue_then_show_pending_jobs_as_table_and_json(bench_dir: BenchDir) -
     assert "enqueued" in done.stdout and "a.test" in done.stdout
     with bgcore.connect("b.test", bench_dir.bench()):
         bgcore.enqueue("testapp.tasks.noop", job_name="nightly report")
-    table = bench_dir.cli("show-pending-jobs", check=True).stdout
+    table = bench_dir.cli("show-pending-jobs", "--list", check=True).stdout
     assert "a.test" in table and "b.test" in table and "nightly report" in table
-    rows = json.loads(bench_dir.cli("show-pending-jobs", "--site", "b.test", "--format", "json", check=True).stdout)
+    rows = json.loads(bench_dir.cli("show-pending-jobs", "--list", "--site", "b.test", "--format", "json",
+                                   check=True).stdout)
     assert [(r["site"], r["queue"], r["job_name"], r["method"]) for r in rows] == [
         ("b.test", "default", "nightly report", "testapp.tasks.noop")]
 

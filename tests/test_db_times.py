@@ -71,7 +71,7 @@ def test_show_pending_jobs_gives_each_jobs_time_in_its_own_sites_zone(bench_dir)
     for site in ("a.test", "b.test"):
         with bgcore.connect(site, bench):
             bgcore.enqueue("testapp.tasks.noop", job_id=f"j-{site}")
-    rows = {row["site"]: row for row in run_json(bench_dir, "show-pending-jobs")}
+    rows = {row["site"]: row for row in run_json(bench_dir, "show-pending-jobs", "--list")}
     kolkata = datetime.fromisoformat(rows["a.test"]["enqueued_at"])
     utc = datetime.fromisoformat(rows["b.test"]["enqueued_at"])
     assert kolkata.utcoffset() == timedelta(hours=5, minutes=30) and utc.utcoffset() == timedelta(0)

@@ -3,24 +3,29 @@ set-maintenance-mode, trigger-scheduler-event."""
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import threading
-from datetime import datetime, timezone
 from typing import Any
 
 import click
 
+from bgcore import keys
+from bgcore.bench import ALL_SITES
 from bgcore.cli import CliState, pass_state
+from bgcore.clock import utcnow
 from bgcore.cli.output import FORMAT_OPTION, emit
 from bgcore.scheduler.daemon import run_scheduler
-from bgcore.scheduler.status import SiteStatus, event_status, site_status, sites_of, trigger_event
-from bgcore.scheduler.switches import Switch, set_switch
+from bgcore.errors import InvalidArgument
+from bgcore.scheduler.status import (
+    SiteStatus, event_status, has_event, run_event_now, site_status, sites_of, trigger_event)
+from bgcore.scheduler.switches import Switch, blocking_switch, set_switch
 
 SITE_OPTION = click.option("--site", required=True, help="A site name, or 'all' for every site of the bench.")
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+_now = utcnow
 
 
 @click.command("schedule")
@@ -94,17 +99,20 @@ def status(state: CliState, site: str, fmt: str) -> None:
 
 
 @scheduler.command("events")
-@click.option("--site", required=True, help="The site whose scheduled events are listed.")
+@click.option("--site", required=True, help="The site whose scheduled events are listed, or 'all'.")
 @FORMAT_OPTION
 @pass_state
 def events(state: CliState, site: str, fmt: str) -> None:
     """List SITE's scheduled events with their last run, next run and last status."""
-    found = event_status(state.bench, site, _now())
+    now = _now()
+    found = [(name, e) for name in sites_of(state.bench, site) for e in event_status(state.bench, name, now)]
     columns = ["method", "frequency", "cron", "queue", "last_run", "next_run", "last_status", "last_error", "event_id"]
-    rows = [[getattr(e, c) for c in columns] for e in found]
-    rows = [row[:7] + [_first_line(row[7])] + row[8:] for row in rows]
-    emit(fmt, f"Scheduled events of {site} ({len(rows)})", columns, rows,
-         data=[dict(e.__dict__) for e in found])
+    if site == ALL_SITES:
+        columns.insert(0, "site")
+    rows = [[name if c == "site" else (_first_line(e.last_error) if c == "last_error" else getattr(e, c))
+             for c in columns] for name, e in found]
+    title = f"Scheduled events of {'every site' if site == ALL_SITES else site} ({len(rows)})"
+    emit(fmt, title, columns, rows, data=[{"site": name, **e.__dict__} for name, e in found])
 
 
 def _scheduler_state(found: SiteStatus) -> str:
@@ -130,16 +138,54 @@ def set_maintenance_mode(state: CliState, mode: str, site: str) -> None:
 
 @click.command("trigger-scheduler-event")
 @click.argument("method")
-@click.option("--site", required=True, help="The site to run the event in.")
+@click.option("--site", required=True, help="The site to run the event in, or 'all' for every site that has it.")
+@click.option("--job-name", default=None, help="A name shown in listings. Default: the method.")
+@click.option("--now", "inline", is_flag=True, help="Run the event's method here, in the site, and print its result.")
+@click.option("--force", is_flag=True, help="Run even on a site whose scheduler a switch stops (maintenance, ...).")
+@FORMAT_OPTION
 @pass_state
-def trigger_scheduler_event(state: CliState, method: str, site: str) -> None:
+def trigger_scheduler_event(state: CliState, method: str, site: str, job_name: str | None, inline: bool,
+                            force: bool, fmt: str) -> None:
     """Enqueue one run of the scheduled event METHOD of SITE now (logged like a scheduled run).
 
     METHOD is a method path, or an event id (see 'bgcore scheduler events') when
-    the method is registered under several frequencies.
+    the method is registered under several frequencies. A site in maintenance,
+    paused or with its scheduler disabled is skipped with a warning unless --force.
     """
-    job = trigger_event(state.bench, site, method, _now())
-    click.echo(f"enqueued {job.id} for site {site}")
+    names = sites_of(state.bench, site)
+    done: list[dict[str, Any]] = []
+    refused: list[str] = []
+    for name in names:
+        if site == ALL_SITES and not has_event(state.bench, name, method):
+            click.echo(f"note: site {name} has no scheduled event {method!r}; skipped", err=True)
+            continue
+        switch = blocking_switch(state.bench.site_config(name))
+        if switch is not None:
+            verdict = "running it anyway (--force)" if force else "not run; add --force to run it anyway"
+            click.secho(f"warning: site {name!r} has {switch.value} on, so its scheduler does not run it; "
+                        f"{verdict}", fg="yellow", err=True)
+            if not force:
+                refused.append(name)
+                continue
+        if inline:
+            done.append({"site": name, "method": method, "result": run_event_now(state.bench, name, method)})
+        else:
+            job = trigger_event(state.bench, name, method, _now(), job_name=job_name)
+            done.append({"site": name, "job_id": keys.local_job_id(job.id), "queue": keys.queue_of(state.bench.bench_id, job.origin),
+                         "method": method})
+    if site == ALL_SITES and not done and not refused:
+        raise InvalidArgument(f"no site of the bench has a scheduled event {method!r}; "
+                              "'bgcore scheduler events --site all' lists them")
+    if fmt == "json":
+        emit(fmt, "", [], [], data=done)
+    else:
+        for row in done:
+            if inline:
+                click.echo(f"ran {method} in site {row['site']}: {json.dumps(row['result'], default=str)}")
+            else:
+                click.echo(f"enqueued {row['job_id']} for site {row['site']}")
+    if refused:
+        sys.exit(1)
 
 
 COMMANDS: list[click.Command] = [schedule_cmd, scheduler, set_maintenance_mode, trigger_scheduler_event]

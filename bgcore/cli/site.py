@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
+from bgcore.bench import ALL_SITES
 from bgcore.cli import CliState, pass_state
-from bgcore.cli.output import FORMAT_OPTION, emit, site_zone
+from bgcore.cli.output import FORMAT_OPTION, emit, local_time, site_zone
 from bgcore.db import joblog
 from bgcore.db.provision import create_site
-from bgcore.migrate import migrate_bench
+from bgcore.migrate import MigrateReport, migrate_bench
 
 
 @click.command("new-site")
@@ -27,17 +29,30 @@ def new_site(state: CliState, name: str, db_url: str | None, apps: tuple[str, ..
 
 
 @click.command("migrate")
-@click.option("--site", "sites", multiple=True, help="Only this site (repeatable). Default: every site.")
+@click.option("--site", "sites", multiple=True, help="Only this site (repeatable), or 'all'. Default: every site.")
+@FORMAT_OPTION
 @pass_state
-def migrate(state: CliState, sites: tuple[str, ...]) -> None:
+def migrate(state: CliState, sites: tuple[str, ...], fmt: str) -> None:
     """Bring each site's database up to date (safe to run again)."""
-    reports = migrate_bench(state.bench, list(sites) or None)
-    for report in reports:
-        click.secho(report.summary(), fg=None if report.ok else "red", err=not report.ok)
+    chosen = None if not sites or ALL_SITES in sites else list(sites)
+    reports = migrate_bench(state.bench, chosen)
     failed = [r.site for r in reports if not r.ok]
+    if fmt == "json":
+        emit(fmt, "", [], [], data=[_report_data(r) for r in reports])
+    else:
+        for report in reports:
+            click.secho(report.summary(), fg=None if report.ok else "red", err=not report.ok)
+        if failed:
+            click.secho(f"migrate failed for {len(failed)} site(s): {', '.join(failed)}", fg="red", err=True)
     if failed:
-        click.secho(f"migrate failed for {len(failed)} site(s): {', '.join(failed)}", fg="red", err=True)
         sys.exit(1)
+
+
+def _report_data(report: MigrateReport) -> dict[str, Any]:
+    """One site's migrate report for ``--format json``."""
+    return {"site": report.site, "ok": report.ok, "error": report.error, "created_tables": report.created_tables,
+            "added_columns": report.added_columns, "widened_columns": report.widened_columns,
+            "steps": report.steps, "registry_changed": report.registry_changed}
 
 
 @click.group("jobs")
@@ -46,17 +61,25 @@ def jobs() -> None:
 
 
 @jobs.command("failed")
-@click.option("--site", required=True, help="The site whose failed jobs are listed (only its own).")
+@click.option("--site", required=True, help="The site whose failed jobs are listed (only its own), or 'all'.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many, newest first.")
 @FORMAT_OPTION
 @pass_state
 def failed(state: CliState, site: str, limit: int, fmt: str) -> None:
     """List SITE's failed jobs from its own job log (times in the site's time_zone)."""
-    entries = joblog.failures(state.bench, state.bench.site_config(site), limit=limit)
+    names = state.bench.sites_named(site)
+    found = [(name, entry) for name in names
+             for entry in joblog.failures(state.bench, state.bench.site_config(name), limit=limit)]
+    found.sort(key=lambda pair: pair[1].ended_at, reverse=True)
+    found = found[:limit]
+    zones = {name: site_zone(state.bench, name) for name in names}
     columns = ["ended_at", "job_id", "method", "queue", "status", "duration_ms", "exception"]
-    rows = [[getattr(e, c) for c in columns] for e in entries]
-    emit(fmt, f"Failed jobs of {site} ({len(rows)})", columns, rows, data=[dict(e.__dict__) for e in entries],
-         tz=site_zone(state.bench, site))
+    if site == ALL_SITES:
+        columns.insert(1, "site")
+    rows = [[local_time(getattr(e, c), zones[n]) if c != "site" else n for c in columns] for n, e in found]
+    data = [{"site": n, **{k: local_time(v, zones[n]) for k, v in e.__dict__.items()}} for n, e in found]
+    title = f"Failed jobs of {'every site' if site == ALL_SITES else site} ({len(rows)})"
+    emit(fmt, title, columns, rows, data=data)
 
 
 COMMANDS: list[click.Command] = [new_site, migrate, jobs]

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from bgcore.bench import Bench, validate_site_name
+from bgcore.bench import ALL_SITES, Bench, validate_site_name
 from bgcore.config import SITE_CONFIG
 from bgcore.db.engines import site_url
-from bgcore.errors import DatabaseConfigError, SiteExists, UnknownApp
+from bgcore.errors import DatabaseConfigError, InvalidSiteName, SiteExists, UnknownApp
 from bgcore.migrate import MigrateReport, migrate_site
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ def create_site(bench: Bench, name: str, *, db_url: str | None = None,
     the new site directory is removed again and the error is raised.
     """
     path = bench.site_path(validate_site_name(name))
+    if name == ALL_SITES:
+        raise InvalidSiteName(f"a site cannot be named {ALL_SITES!r}: '--site {ALL_SITES}' means every site; "
+                              "choose a host-like name such as 'all.example.com'")
     if (path / SITE_CONFIG).exists():
         raise SiteExists(f"site {name!r} already exists at {path}; choose another name or use 'bgcore migrate'")
     if path.exists():

@@ -62,11 +62,8 @@ class EventStatus:
 
 
 def sites_of(bench: Bench, site: str) -> list[str]:
-    """``--site`` as a list: every site for ``all``, else the one named (checked)."""
-    if site == "all":
-        return bench.site_names()
-    bench.site_config(site)
-    return [site]
+    """``--site`` as a list: every site for ``all``, else the one named (checked); see :meth:`Bench.sites_named`."""
+    return bench.sites_named(site)
 
 
 def config_error(config: SiteConfig) -> str | None:
@@ -167,13 +164,11 @@ def _frequency(event: Any) -> str:
     return f"{event.frequency} {event.cron!r}" if event.frequency.startswith("cron") else str(event.frequency)
 
 
-def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
-    """Enqueue one run of the registered event ``method`` (a method path or an event id) of ``site`` now.
+def find_event(bench: Bench, site: str, method: str) -> Any:
+    """The registered event ``method`` (a method path or an event id) of ``site``.
 
-    A method registered under several events is ambiguous: :class:`InvalidArgument`
-    lists their event ids and frequencies. The run is logged like a scheduled one
-    and becomes the event's last job (so the daemon does not queue the event again
-    while it is queued or running); it does not move the event's schedule.
+    :class:`InvalidArgument` when there is none (with a "did you mean") or when
+    the method is registered under several events (listing their event ids).
     """
     events, _ = read_registry(bench, bench.site_config(site))
     matches = [e for e in events if e.event_id == method] or [e for e in events if e.method == method]
@@ -191,9 +186,39 @@ def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
             f"site {site!r}: {method} is registered under {len(matches)} events: {listed}; "
             "pass the event id of the one to run instead of the method"
         )
-    event = matches[0]
+    return matches[0]
+
+
+def has_event(bench: Bench, site: str, method: str) -> bool:
+    """Whether ``site`` registers an event ``method`` (a method path or an event id), ambiguous or not."""
+    events, _ = read_registry(bench, bench.site_config(site))
+    return any(method in (e.event_id, e.method) for e in events)
+
+
+def trigger_event(bench: Bench, site: str, method: str, now: datetime, *, job_name: str | None = None) -> Any:
+    """Enqueue one run of the registered event ``method`` (a method path or an event id) of ``site`` now.
+
+    A method registered under several events is ambiguous: :class:`InvalidArgument`
+    lists their event ids and frequencies. The run is logged like a scheduled one
+    and becomes the event's last job (so the daemon does not queue the event again
+    while it is queued or running); it does not move the event's schedule.
+    ``job_name`` defaults to the method.
+    """
+    event = find_event(bench, site, method)
     with site_context(bench, site):
-        job = enqueue(event.method, queue=event.queue, timeout=event.timeout, job_name=event.method,
+        job = enqueue(event.method, queue=event.queue, timeout=event.timeout, job_name=job_name or event.method,
                       job_id=f"trigger-{event.event_id}-{int(now.timestamp() * 1000)}", _log_event=event.event_id)
     bench.redis().hset(keys.scheduler_last_job(bench.bench_id, site), event.event_id, job.id)
     return job
+
+
+def run_event_now(bench: Bench, site: str, method: str) -> Any:
+    """Run the registered event ``method`` of ``site`` here, in the site's transaction; return its result.
+
+    Not a scheduled run: no job, no job-log row, the event's schedule does not move.
+    """
+    from bgcore import connect
+
+    event = find_event(bench, site, method)
+    with connect(site, bench):
+        return enqueue(event.method, now=True)
