@@ -74,8 +74,9 @@ class Bench:
         self.sites_path = self.path / "sites"
         if not self.sites_path.is_dir():
             raise BenchNotFound(
-                f"{self.path} is not a bench: it has no sites/ directory; "
-                f"pass --bench DIR or set {BENCH_ENV}"
+                f"{self.path} is not a bench: it has no sites/ directory; pass the bench directory "
+                f"(bench=... to bgcore.connect or Bench.find) or set ${BENCH_ENV}",
+                path=self.path,
             )
         self._cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
         self._redis: Any = None

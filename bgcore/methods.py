@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,10 +48,24 @@ def check_app_installed(path: str, site: str, installed: Iterable[str]) -> None:
     installed = tuple(installed)
     if app in installed or app in ALWAYS_ALLOWED:
         return
+    if not is_app(app):
+        raise AppNotInstalled(
+            f"site {site!r} cannot run {path}: a job's method must belong to an app installed on the site "
+            f"(installed_apps: {', '.join(installed) or 'none'}), and {app!r} is not an app (no {app}.hooks); "
+            "wrap the call in a function of one of those apps"
+        )
     raise AppNotInstalled(
         f"site {site!r} cannot run {path}: app {app!r} is not installed on it "
         f"(installed_apps: {', '.join(installed) or 'none'}); add it to sites/{site}/site_config.json"
     )
+
+
+def is_app(name: str) -> bool:
+    """Whether ``name`` is an importable package with a ``hooks`` module (what bgcore calls an app)."""
+    try:
+        return importlib.util.find_spec(f"{name}.hooks") is not None
+    except (ImportError, ValueError):  # not a package (os), or a broken one
+        return False
 
 
 def resolve(path: str) -> Callable[..., Any]:

@@ -135,4 +135,23 @@ def migrate_bench(bench: Bench, sites: list[str] | None = None) -> list[MigrateR
     return reports
 
 
-__all__ = ["MigrateReport", "STEPS", "migrate_bench", "migrate_site"]
+def grouped_failures(reports: list[MigrateReport]) -> list[tuple[list[str], str]]:
+    """The failed reports as ``(sites, error)``, one entry per distinct error, in first-seen order.
+
+    An error that only differs by the site it names (an app's broken ``hooks.py``
+    seen from 40 sites) is one entry naming every site; the site is left out of its text.
+    """
+    groups: dict[str, list[str]] = {}
+    for report in reports:
+        if report.error is None:
+            continue
+        text = report.error
+        for prefix in (f"site {report.site!r}: ", f"{report.site}: "):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+                break
+        groups.setdefault(text, []).append(report.site)
+    return [(sites, text) for text, sites in groups.items()]
+
+
+__all__ = ["MigrateReport", "STEPS", "grouped_failures", "migrate_bench", "migrate_site"]

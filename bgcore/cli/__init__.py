@@ -14,9 +14,9 @@ from typing import Any
 import click
 import redis
 
-from bgcore.bench import Bench
+from bgcore.bench import BENCH_ENV, Bench
 from bgcore.connection import redis_url
-from bgcore.errors import BgcoreError
+from bgcore.errors import BenchNotFound, BgcoreError
 
 
 class BgcoreGroup(click.Group):
@@ -58,8 +58,40 @@ class CliState:
     @property
     def bench(self) -> Bench:
         if self._bench is None:
-            self._bench = Bench.find(self.bench_dir)
+            try:
+                self._bench = Bench.find(self.bench_dir)
+            except BenchNotFound as exc:  # say it the command line's way
+                raise BenchNotFound(f"{exc.path} is not a bench: it has no sites/ directory; pass --bench DIR "
+                                    f"(before or after the command name) or set ${BENCH_ENV}", path=exc.path) from None
         return self._bench
+
+
+def _set_bench(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--bench`` given after the command name: it wins over the one before it."""
+    state = ctx.find_object(CliState)
+    if value is not None and state is not None:
+        state.bench_dir = value
+        state._bench = None
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--verbose`` given after the command name: tracebacks and debug logs, as before it."""
+    state = ctx.find_object(CliState)
+    if value and state is not None:
+        state.verbose = True
+        ctx.find_root().params["verbose"] = True
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _accept_root_options(command: click.Command) -> None:
+    """Let ``command`` (and, for a group, each of its commands) take ``--bench`` and ``--verbose`` too."""
+    command.params.append(click.Option(["--bench", "bench_after"], metavar="DIR", expose_value=False,
+                                       is_eager=True, callback=_set_bench, help="Same as bgcore --bench."))
+    command.params.append(click.Option(["--verbose", "-v", "verbose_after"], is_flag=True, expose_value=False,
+                                       is_eager=True, callback=_set_verbose, help="Same as bgcore --verbose."))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_root_options(sub)
 
 
 pass_state = click.make_pass_decorator(CliState)
@@ -89,6 +121,7 @@ def _register() -> None:
 
     for module in (jobs, run, site, scheduler):
         for command in module.COMMANDS:
+            _accept_root_options(command)
             main.add_command(command)
 
 

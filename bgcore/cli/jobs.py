@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from bgcore.cli.output import FORMAT_OPTION, emit, local_time, site_zone
 from bgcore.enqueue import enqueue
 from bgcore.errors import InvalidArgument
 from bgcore.holds import hold_jobs, set_hold
+from bgcore.methods import argument_problem, check_app_installed, method_path, resolve
 from bgcore.rqbridge import broker
 from bgcore.worker import run_worker
 
@@ -69,7 +71,8 @@ def enqueue_cmd(state: CliState, method: str, site: str, queue: str, kwargs_json
     done: list[dict[str, Any]] = []
     for name in state.bench.sites_named(site):
         _warn_if_held(state, name)
-        with bgcore.connect(name, state.bench):
+        with bgcore.connect(name, state.bench) as ctx:
+            _check_keywords(method, kwargs, name, ctx.config.installed_apps)
             outcome = enqueue(method, queue=queue, timeout=timeout, now=now, job_name=job_name, at_front=at_front,
                               job_id=job_id, deduplicate=deduplicate, job_kwargs=kwargs)
         if now:
@@ -85,6 +88,20 @@ def enqueue_cmd(state: CliState, method: str, site: str, queue: str, kwargs_json
             click.echo(f"ran {method} in site {row['site']}: {json.dumps(row['result'], default=str)}")
         else:
             click.echo(f"enqueued {row['job_id']} on {queue} for site {row['site']}")
+
+
+def _check_keywords(method: str, kwargs: dict[str, Any], site: str, installed: tuple[str, ...]) -> None:
+    """Refuse --kwargs the method cannot take, naming the unexpected keyword first."""
+    path = method_path(method)
+    check_app_installed(path, site, installed)
+    try:
+        signature = inspect.signature(resolve(path))
+    except (TypeError, ValueError):  # no signature to check: the worker will tell
+        return
+    problem = argument_problem(signature, kwargs)
+    if problem is not None:
+        raise InvalidArgument(f"{path}({', '.join(signature.parameters)}) cannot take --kwargs "
+                              f"{json.dumps(kwargs)}: {problem}")
 
 
 def _kwargs(text: str) -> dict[str, Any]:

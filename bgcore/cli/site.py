@@ -12,7 +12,7 @@ from bgcore.cli import CliState, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit, local_time, site_zone
 from bgcore.db import joblog
 from bgcore.db.provision import create_site
-from bgcore.migrate import MigrateReport, migrate_bench
+from bgcore.migrate import MigrateReport, grouped_failures, migrate_bench
 
 
 @click.command("new-site")
@@ -41,7 +41,11 @@ def migrate(state: CliState, sites: tuple[str, ...], fmt: str) -> None:
         emit(fmt, "", [], [], data=[_report_data(r) for r in reports])
     else:
         for report in reports:
-            click.secho(report.summary(), fg=None if report.ok else "red", err=not report.ok)
+            if report.ok:
+                click.echo(report.summary())
+        for names, error in grouped_failures(reports):
+            where = names[0] if len(names) == 1 else f"{len(names)} sites ({', '.join(names)})"
+            click.secho(f"{where}: FAILED: {error}", fg="red", err=True)
         if failed:
             click.secho(f"migrate failed for {len(failed)} site(s): {', '.join(failed)}", fg="red", err=True)
     if failed:
