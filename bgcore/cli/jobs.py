@@ -13,7 +13,7 @@ from bgcore import jobs as jobs_api
 from bgcore import keys
 from bgcore.bench import ALL_SITES, validate_site_name
 from bgcore.cli import CliState, pass_state
-from bgcore.cli.output import FORMAT_OPTION, emit, local_time, site_zone
+from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, local_time, site_zone
 from bgcore.enqueue import enqueue
 from bgcore.errors import InvalidArgument
 from bgcore.holds import hold_jobs, set_hold
@@ -127,9 +127,10 @@ def _warn_if_held(state: CliState, site: str) -> None:
 @click.option("--list", "listing", is_flag=True, help="List the jobs themselves, not counts per queue and site.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
               help="With --list: at most this many jobs.")
+@WIDE_OPTION
 @FORMAT_OPTION
 @pass_state
-def show_pending_jobs(state: CliState, site: str | None, listing: bool, limit: int, fmt: str) -> None:
+def show_pending_jobs(state: CliState, site: str | None, listing: bool, limit: int, wide: bool, fmt: str) -> None:
     """Count queued jobs per queue and site (--list shows the jobs)."""
     site = None if site == ALL_SITES else site
     _note_unknown_site(state, site)
@@ -142,12 +143,25 @@ def show_pending_jobs(state: CliState, site: str | None, listing: bool, limit: i
             click.echo("(--list [--limit N] shows the jobs themselves)")
         return
     pending = jobs_api.pending_jobs(state.bench, site)
-    zones = {name: site_zone(state.bench, name) for name in {j.site for j in pending}}
-    rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, local_time(j.enqueued_at, zones[j.site]))
-            for j in pending[:limit]]
     more = f", first {limit}" if len(pending) > limit else ""
-    emit(fmt, f"Pending jobs ({len(pending)}{more})", ["queue", "site", "job_id", "job_name", "method", "enqueued_at"],
-         rows)
+    title = f"Pending jobs ({len(pending)}{more})"
+    pending = pending[:limit]
+    if fmt == "json":
+        columns = ["queue", "site", "job_id", "job_name", "method", "enqueued_at"]
+        rows = [(j.queue, j.site, j.job_id, j.job_name, j.method, j.enqueued_at) for j in pending]
+        emit(fmt, title, columns, rows, data=[dict(zip(columns, r)) | {"enqueued_at": local_time(
+            j.enqueued_at, site_zone(state.bench, j.site))} for r, j in zip(rows, pending)])
+        return
+    columns = ["queue", "site", "job", "enqueued_at"] + (["job_id", "method"] if wide else [])
+    if site is not None:  # one site: its zone in the title
+        rows = [[j.queue, j.site, j.job_name or j.method, j.enqueued_at] + ([j.job_id, j.method] if wide else [])
+                for j in pending]
+        emit(fmt, title, columns, rows, tz=site_zone(state.bench, site), squeeze=("job", "method"))
+        return
+    zones = {name: site_zone(state.bench, name) for name in {j.site for j in pending}}
+    rows = [[j.queue, j.site, j.job_name or j.method, local_time(j.enqueued_at, zones[j.site])]
+            + ([j.job_id, j.method] if wide else []) for j in pending]
+    emit(fmt, title, columns, rows, squeeze=("job", "method"))
 
 
 def _depths(state: CliState, queue: str, site: str | None) -> dict[str, int]:

@@ -15,7 +15,7 @@ from bgcore import keys
 from bgcore.bench import ALL_SITES
 from bgcore.cli import CliState, pass_state
 from bgcore.clock import utcnow
-from bgcore.cli.output import FORMAT_OPTION, emit
+from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, site_zone
 from bgcore.scheduler.daemon import run_scheduler
 from bgcore.errors import InvalidArgument
 from bgcore.scheduler.status import (
@@ -100,19 +100,35 @@ def status(state: CliState, site: str, fmt: str) -> None:
 
 @scheduler.command("events")
 @click.option("--site", required=True, help="The site whose scheduled events are listed, or 'all'.")
+@WIDE_OPTION
 @FORMAT_OPTION
 @pass_state
-def events(state: CliState, site: str, fmt: str) -> None:
-    """List SITE's scheduled events with their last run, next run and last status."""
+def events(state: CliState, site: str, wide: bool, fmt: str) -> None:
+    """List SITE's scheduled events with their next run and last status (--wide: everything)."""
     now = _now()
     found = [(name, e) for name in sites_of(state.bench, site) for e in event_status(state.bench, name, now)]
-    columns = ["method", "frequency", "cron", "queue", "last_run", "next_run", "last_status", "last_error", "event_id"]
+    title = f"Scheduled events of {'every site' if site == ALL_SITES else site} ({len(found)})"
+    if fmt == "json":
+        emit(fmt, title, [], [], data=[{"site": name, **e.__dict__} for name, e in found])
+        return
+    columns = ["method", "when", "next_run", "last_status"]
+    if wide:
+        columns += ["last_run", "queue", "last_error", "event_id"]
     if site == ALL_SITES:
         columns.insert(0, "site")
-    rows = [[name if c == "site" else (_first_line(e.last_error) if c == "last_error" else getattr(e, c))
-             for c in columns] for name, e in found]
-    title = f"Scheduled events of {'every site' if site == ALL_SITES else site} ({len(rows)})"
-    emit(fmt, title, columns, rows, data=[{"site": name, **e.__dict__} for name, e in found])
+
+    def cell(name: str, event: Any, column: str) -> object:
+        if column == "site":
+            return name
+        if column == "when":  # the cron expression is what matters for cron keys
+            return event.cron if event.frequency.startswith("cron") else event.frequency
+        if column == "last_error":
+            return _first_line(event.last_error)
+        return getattr(event, column)  # times are in the event's site's zone already
+
+    rows = [[cell(name, e, c) for c in columns] for name, e in found]
+    zone = None if site == ALL_SITES else site_zone(state.bench, site)
+    emit(fmt, title, columns, rows, tz=zone, squeeze=("method", "last_error"))
 
 
 def _scheduler_state(found: SiteStatus) -> str:

@@ -9,8 +9,10 @@ import click
 
 from bgcore.bench import ALL_SITES
 from bgcore.cli import CliState, pass_state
-from bgcore.cli.output import FORMAT_OPTION, emit, local_time, site_zone
+from bgcore import keys
+from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, local_time, site_zone
 from bgcore.db import joblog
+from bgcore.jobs import DOC_METHOD, job_names
 from bgcore.db.provision import create_site
 from bgcore.migrate import MigrateReport, grouped_failures, migrate_bench
 
@@ -67,9 +69,10 @@ def jobs() -> None:
 @jobs.command("failed")
 @click.option("--site", required=True, help="The site whose failed jobs are listed (only its own), or 'all'.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many, newest first.")
+@WIDE_OPTION
 @FORMAT_OPTION
 @pass_state
-def failed(state: CliState, site: str, limit: int, fmt: str) -> None:
+def failed(state: CliState, site: str, limit: int, wide: bool, fmt: str) -> None:
     """List SITE's failed jobs from its own job log (times in the site's time_zone)."""
     names = state.bench.sites_named(site)
     found = [(name, entry) for name in names
@@ -77,13 +80,39 @@ def failed(state: CliState, site: str, limit: int, fmt: str) -> None:
     found.sort(key=lambda pair: pair[1].ended_at, reverse=True)
     found = found[:limit]
     zones = {name: site_zone(state.bench, name) for name in names}
-    columns = ["ended_at", "job_id", "method", "queue", "status", "duration_ms", "exception"]
+    labels = job_names(state.bench, [e.job_id for _, e in found if e.method == DOC_METHOD])
+    title = f"Failed jobs of {'every site' if site == ALL_SITES else site} ({len(found)})"
+    if fmt == "json":
+        emit(fmt, title, [], [], data=[
+            {"site": n, **{k: local_time(v, zones[n]) for k, v in e.__dict__.items()},
+             "job_id": keys.local_job_id(e.job_id), "job": labels.get(e.job_id) or e.method} for n, e in found])
+        return
+    columns = ["ended_at", "job", "status", "exception"]
+    if wide:
+        columns += ["job_id", "queue", "duration_ms", "method"]
     if site == ALL_SITES:
         columns.insert(1, "site")
-    rows = [[local_time(getattr(e, c), zones[n]) if c != "site" else n for c in columns] for n, e in found]
-    data = [{"site": n, **{k: local_time(v, zones[n]) for k, v in e.__dict__.items()}} for n, e in found]
-    title = f"Failed jobs of {'every site' if site == ALL_SITES else site} ({len(rows)})"
-    emit(fmt, title, columns, rows, data=data)
+
+    def cell(name: str, entry: joblog.JobLogEntry, column: str) -> object:
+        if column == "site":
+            return name
+        if column == "job":
+            return labels.get(entry.job_id) or entry.method
+        if column == "job_id":
+            return keys.local_job_id(entry.job_id)
+        if column == "exception":
+            return _last_line(entry.exception)
+        if column == "ended_at" and site == ALL_SITES:
+            return local_time(entry.ended_at, zones[name])
+        return getattr(entry, column)
+
+    rows = [[cell(n, e, c) for c in columns] for n, e in found]
+    emit(fmt, title, columns, rows, tz=None if site == ALL_SITES else zones[site],
+         squeeze=("job", "exception", "method"))
+
+
+def _last_line(text: str | None) -> str | None:
+    return text.strip().splitlines()[-1] if text and text.strip() else text
 
 
 COMMANDS: list[click.Command] = [new_site, migrate, jobs]
