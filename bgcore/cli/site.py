@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -11,7 +12,11 @@ from bgcore.bench import ALL_SITES
 from bgcore.cli import CliState, pass_state
 from bgcore import keys
 from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, local_time, site_zone
+from bgcore.clock import utcnow
 from bgcore.db import joblog
+from bgcore.errors import InvalidArgument
+from bgcore.job_records import STATUSES, list_jobs, show_job
+from bgcore.retention import clear_failed, parse_duration
 from bgcore.jobs import DOC_METHOD, job_names
 from bgcore.db.provision import create_site
 from bgcore.migrate import MigrateReport, grouped_failures, migrate_bench
@@ -109,6 +114,76 @@ def failed(state: CliState, site: str, limit: int, wide: bool, fmt: str) -> None
     rows = [[cell(n, e, c) for c in columns] for n, e in found]
     emit(fmt, title, columns, rows, tz=None if site == ALL_SITES else zones[site],
          squeeze=("job", "exception", "method"))
+
+
+@jobs.command("list")
+@click.option("--site", required=True, help="The site whose jobs are listed.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(list(STATUSES)),
+              help="Only jobs in this status (repeatable). Default: every status.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many, newest first.")
+@WIDE_OPTION
+@FORMAT_OPTION
+@pass_state
+def list_cmd(state: CliState, site: str, statuses: tuple[str, ...], limit: int, wide: bool, fmt: str) -> None:
+    """List SITE's jobs, successful runs too: what Redis still holds and what its job log recorded."""
+    found = list_jobs(state.bench, site, statuses, limit)
+    tz = site_zone(state.bench, site)
+    if fmt == "json":
+        emit(fmt, "", [], [], data=[r.__dict__ for r in found], tz=tz)
+        return
+    columns = ["when", "job", "status", "duration_ms"] + (["job_id", "queue", "worker"] if wide else [])
+    rows = [[r.ended_at or r.started_at or r.enqueued_at, r.job, r.status, r.duration_ms]
+            + ([r.job_id, r.queue, r.worker] if wide else []) for r in found]
+    emit(fmt, f"Jobs of {site} ({len(rows)})", columns, rows, tz=tz, squeeze=("job", "worker"))
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--site", required=True, help="The site of the job.")
+@FORMAT_OPTION
+@pass_state
+def show_cmd(state: CliState, job_id: str, site: str, fmt: str) -> None:
+    """Show one job of SITE: status, timings, arguments, worker and traceback."""
+    record = show_job(state.bench, site, job_id)
+    if record is None:
+        raise InvalidArgument(f"site {site!r} has no job {job_id!r} in Redis or in its job log "
+                              f"('bgcore jobs list --site {site}' lists what there is)")
+    tz = site_zone(state.bench, site)
+    if fmt == "json":
+        emit(fmt, "", [], [], data=record.__dict__, tz=tz)
+        return
+    for key, value in record.__dict__.items():
+        if key in ("traceback",) or value is None:
+            continue
+        shown = local_time(value, tz)
+        if key == "kwargs":
+            shown = json.dumps(value, default=str)
+        elif hasattr(shown, "isoformat"):
+            shown = shown.isoformat(sep=" ", timespec="milliseconds")
+        click.echo(f"{key:12} {shown}")
+    if record.traceback:
+        click.echo("traceback:")
+        click.echo(record.traceback.rstrip())
+
+
+@jobs.command("clear-failed")
+@click.option("--site", required=True, help="The site whose failed jobs are removed, or 'all'.")
+@click.option("--older-than", default=None, metavar="DURATION",
+              help="Only failures older than this (90s, 15m, 12h, 7d, 2w). Default: all of them.")
+@pass_state
+def clear_failed_cmd(state: CliState, site: str, older_than: str | None) -> None:
+    """Remove SITE's failed jobs: its job-log rows and their records in Redis."""
+    age = None
+    if older_than is not None:
+        try:
+            age = parse_duration(older_than)
+        except ValueError:
+            raise click.BadParameter(f"{older_than!r} is not a duration like 90s, 15m, 12h, 7d or 2w",
+                                     param_hint="--older-than") from None
+    for name in state.bench.sites_named(site):
+        report = clear_failed(state.bench, name, utcnow(), age)
+        click.echo(f"cleared {report.log_rows} job-log row(s) and {report.redis_jobs} failed job(s) in Redis "
+                   f"of site {name}")
 
 
 def _last_line(text: str | None) -> str | None:

@@ -27,8 +27,9 @@ from typing import Any
 
 import redis
 import schedule
+from sqlalchemy.exc import SQLAlchemyError
 
-from bgcore import clock, keys
+from bgcore import clock, keys, retention
 from bgcore.bench import Bench
 from bgcore.errors import BgcoreError
 from bgcore.scheduler import presence
@@ -43,6 +44,9 @@ from bgcore.scheduler.watch import HooksWatcher, current_fingerprints, find_stal
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESCAN_SECONDS = 10.0
+# The leader prunes old failed jobs and job-log rows this often, a few sites per step.
+RETENTION_SECONDS = 600.0
+RETENTION_SITES_PER_STEP = 20
 # A site that failed to load (database down, bad config) is tried again this often.
 RETRY_FAILED_SECONDS = 60.0
 Clock = clock.Clock
@@ -84,6 +88,7 @@ class SchedulerDaemon:
         self.errors: dict[str, str] = {}  # site -> why it is not scheduled (published for ``scheduler status``)
         self.last_tick: datetime | None = None  # when this daemon last ticked as leader (for ``bgcore doctor``)
         self._standby_under: str | None = ""  # the leader last logged while standing by ("" = not logged yet)
+        self._prune_cursor = 0  # where the next retention step starts in the list of sites
 
     # -- sites ------------------------------------------------------------------
     def rescan(self) -> None:
@@ -311,6 +316,29 @@ class SchedulerDaemon:
             self._renewed_at = moment
         return self.lease.valid(moment)
 
+    # -- retention --------------------------------------------------------------
+    def prune(self, now: datetime | None = None) -> int:
+        """Leader only: drop failed jobs past ``failure_ttl`` and, for the next few sites, old job-log rows.
+
+        Each call does small batches (see :mod:`bgcore.retention`); returns how much went.
+        """
+        if not self.leading or not self.lease.valid():
+            return 0
+        now = now or self.clock()
+        removed = retention.prune_failed_jobs(self.bench, now)
+        names = self.bench.site_names()
+        if not names:
+            return removed
+        start = self._prune_cursor % len(names)
+        chosen = (names[start:] + names[:start])[:RETENTION_SITES_PER_STEP]
+        self._prune_cursor = start + len(chosen)
+        for name in chosen:
+            try:
+                removed += retention.prune_job_log(self.bench, name, now)
+            except (BgcoreError, SQLAlchemyError) as exc:  # one site's database must not stop the others
+                logger.warning("job log not pruned site=%s: %s", name, exc)
+        return removed
+
     # -- loop -------------------------------------------------------------------
     def _guard(self, step: Callable[..., Any], *args: Any) -> None:
         """Run one scheduled step; Redis or site trouble is logged, never fatal to the loop."""
@@ -329,6 +357,7 @@ class SchedulerDaemon:
         self._guard(self.lease_step)
         self._every(self.lease.renew_every).do(self._guard, self.lease_step)
         self._every(self.rescan_seconds).do(self._guard, self.rescan)
+        self._every(RETENTION_SECONDS).do(self._guard, self.prune)
         try:
             while not stop.is_set():
                 self.scheduler.run_pending()
