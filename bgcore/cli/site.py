@@ -1,9 +1,10 @@
-"""Site commands (owned by the database layer): new-site, migrate, jobs failed."""
+"""Site commands: init, new-site, install-app, uninstall-app, drop-site, migrate, jobs."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,26 +14,82 @@ from bgcore.cli import CliState, pass_state
 from bgcore import keys
 from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, local_time, site_zone
 from bgcore.clock import utcnow
+from bgcore.config import COMMON_CONFIG
 from bgcore.db import joblog
 from bgcore.errors import InvalidArgument
 from bgcore.job_records import STATUSES, list_jobs, show_job
 from bgcore.retention import clear_failed, parse_duration
+from bgcore.site_admin import drop_site, init_bench, install_app, uninstall_app
 from bgcore.jobs import DOC_METHOD, job_names
 from bgcore.db.provision import create_site
 from bgcore.migrate import MigrateReport, grouped_failures, migrate_bench
+
+
+@click.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Create a bench in DIRECTORY: sites/, sites/common_site_config.json and an apps/ folder."""
+    path = init_bench(directory)
+    click.echo(f"created bench {path} (sites/, sites/{COMMON_CONFIG}, apps/); next: "
+               f"bgcore --bench {path} new-site NAME")
 
 
 @click.command("new-site")
 @click.argument("name")
 @click.option("--db-url", default=None, metavar="URL",
               help="The site's database (PostgreSQL or MariaDB URL). Default: a SQLite file in the site directory.")
+@click.option("--create-db", is_flag=True, help="Create the --db-url database on its server if it is missing.")
+@click.option("--db-root-url", default=None, metavar="URL",
+              help="With --create-db: a URL with the right to create databases (default: --db-url's user).")
 @click.option("--install-app", "apps", multiple=True, metavar="APP", help="An app to install (repeatable).")
 @pass_state
-def new_site(state: CliState, name: str, db_url: str | None, apps: tuple[str, ...]) -> None:
+def new_site(state: CliState, name: str, db_url: str | None, create_db: bool, db_root_url: str | None,
+             apps: tuple[str, ...]) -> None:
     """Create site NAME: its directory, site_config.json and database schema."""
-    report = create_site(state.bench, name, db_url=db_url, install_apps=apps)
+    if (create_db or db_root_url) and db_url is None:
+        raise click.UsageError("--create-db and --db-root-url need --db-url (SQLite files are created anyway)")
+    report = create_site(state.bench, name, db_url=db_url, install_apps=apps, create_db=create_db,
+                         db_root_url=db_root_url)
     click.echo(f"created site {name}")
     click.echo(report.summary())
+
+
+@click.command("install-app")
+@click.argument("app")
+@click.option("--site", required=True, help="The site to install APP on, or 'all'.")
+@pass_state
+def install_app_cmd(state: CliState, app: str, site: str) -> None:
+    """Install APP on SITE (it must import and have a hooks.py), then migrate the site."""
+    for name in state.bench.sites_named(site):
+        click.echo(install_app(state.bench, name, app).summary())
+
+
+@click.command("uninstall-app")
+@click.argument("app")
+@click.option("--site", required=True, help="The site to remove APP from, or 'all'.")
+@pass_state
+def uninstall_app_cmd(state: CliState, app: str, site: str) -> None:
+    """Remove APP from SITE's installed_apps, then migrate the site (its events leave the registry)."""
+    for name in state.bench.sites_named(site):
+        click.echo(uninstall_app(state.bench, name, app).summary())
+
+
+@click.command("drop-site")
+@click.argument("name")
+@click.option("--drop-db", is_flag=True, help="Also drop its PostgreSQL/MariaDB database.")
+@click.option("--db-root-url", default=None, metavar="URL", help="With --drop-db: a URL allowed to drop it.")
+@click.option("--yes", is_flag=True, help="Confirm: the site's jobs, state and directory are removed for good.")
+@pass_state
+def drop_site_cmd(state: CliState, name: str, drop_db: bool, db_root_url: str | None, yes: bool) -> None:
+    """Remove site NAME: queued and scheduled jobs, Redis keys, scheduler state, directory (and database)."""
+    if name == ALL_SITES:
+        raise click.UsageError("drop-site removes one site at a time; name it")
+    if not yes:
+        raise click.UsageError(f"drop-site removes site {name!r} for good; add --yes to confirm")
+    report = drop_site(state.bench, name, drop_db=drop_db, db_root_url=db_root_url)
+    dropped = ", its database" if report.database_dropped else ""
+    click.echo(f"dropped site {name}: {report.queued_jobs} queued job(s), {report.redis_keys} Redis key(s), "
+               f"its directory{dropped}")
 
 
 @click.command("migrate")
@@ -190,4 +247,4 @@ def _last_line(text: str | None) -> str | None:
     return text.strip().splitlines()[-1] if text and text.strip() else text
 
 
-COMMANDS: list[click.Command] = [new_site, migrate, jobs]
+COMMANDS: list[click.Command] = [init, new_site, install_app_cmd, uninstall_app_cmd, drop_site_cmd, migrate, jobs]
