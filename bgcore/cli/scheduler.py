@@ -19,7 +19,7 @@ from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, site_zone
 from bgcore.scheduler.daemon import run_scheduler
 from bgcore.errors import InvalidArgument
 from bgcore.scheduler.status import (
-    SiteStatus, event_status, has_event, run_event_now, site_status, sites_of, trigger_event)
+    SiteStatus, control_event, event_status, has_event, run_event_now, site_status, sites_of, trigger_event)
 from bgcore.scheduler.switches import Switch, blocking_switch, set_switch
 
 SITE_OPTION = click.option("--site", required=True, help="A site name, or 'all' for every site of the bench.")
@@ -121,7 +121,11 @@ def events(state: CliState, site: str, wide: bool, fmt: str) -> None:
         if column == "site":
             return name
         if column == "when":  # the cron expression is what matters for cron keys
+            if event.cron_override:
+                return f"{event.cron_override} (site)"
             return event.cron if event.frequency.startswith("cron") else event.frequency
+        if column == "last_status" and event.stopped:
+            return "stopped"
         if column == "last_error":
             return _first_line(event.last_error)
         return getattr(event, column)  # times are in the event's site's zone already
@@ -129,6 +133,49 @@ def events(state: CliState, site: str, wide: bool, fmt: str) -> None:
     rows = [[cell(name, e, c) for c in columns] for name, e in found]
     zone = None if site == ALL_SITES else site_zone(state.bench, site)
     emit(fmt, title, columns, rows, tz=zone, squeeze=("method", "last_error"))
+
+
+@scheduler.group("event")
+def event_group() -> None:
+    """Per-site control of one scheduled event: stop, start, or override its cron expression."""
+
+
+def _control(state: CliState, site: str, method: str, verb: str, **change: Any) -> None:
+    for name in sites_of(state.bench, site):
+        event = control_event(state.bench, name, method, **change)
+        click.echo(f"event {event.method} ({event.event_id}) {verb} for site {name}")
+
+
+@event_group.command("stop")
+@click.argument("method")
+@SITE_OPTION
+@pass_state
+def event_stop(state: CliState, method: str, site: str) -> None:
+    """Stop METHOD's scheduled runs on SITE (kept across migrate; the daemon obeys without a restart)."""
+    _control(state, site, method, "stopped", stopped=True)
+
+
+@event_group.command("start")
+@click.argument("method")
+@SITE_OPTION
+@pass_state
+def event_start(state: CliState, method: str, site: str) -> None:
+    """Start METHOD's scheduled runs on SITE again."""
+    _control(state, site, method, "started", stopped=False)
+
+
+@event_group.command("set")
+@click.argument("method")
+@click.option("--cron", default=None, metavar="EXPR", help="A cron expression or alias for this site only.")
+@click.option("--reset", is_flag=True, help="Drop the site's override: follow hooks.py again.")
+@SITE_OPTION
+@pass_state
+def event_set(state: CliState, method: str, cron: str | None, reset: bool, site: str) -> None:
+    """Override how often METHOD runs on SITE (--cron "*/5 * * * *"), or --reset to the hooks' frequency."""
+    if (cron is None) == (not reset):
+        raise click.UsageError("give either --cron EXPR or --reset")
+    verb = "follows hooks.py again" if reset else f"runs at {cron!r}"
+    _control(state, site, method, verb, cron=cron, reset_cron=reset)
 
 
 def _scheduler_state(found: SiteStatus) -> str:

@@ -59,6 +59,8 @@ class EventStatus:
     next_run: datetime | None
     last_status: str | None
     last_error: str | None = None
+    stopped: bool = False
+    cron_override: str | None = None
 
 
 def sites_of(bench: Bench, site: str) -> list[str]:
@@ -143,8 +145,8 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
         if last is not None and last <= event.registered_at:
             last = None  # the seed the daemon wrote at registration: never ran yet
         base = last or event.registered_at
-        if event.cron:
-            upcoming = next_run(event.cron, base, tz)
+        if event.effective_cron:
+            upcoming = next_run(event.effective_cron, base, tz)
         else:
             upcoming = base + timedelta(seconds=interval)
         log_status, log_error = logged.get(event.event_id, (None, None))
@@ -152,9 +154,10 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
         rows.append(EventStatus(
             event_id=event.event_id, app=event.app, method=event.method, frequency=event.frequency,
             cron=event.cron, queue=event.queue, last_run=last.astimezone(local) if last else None,
-            next_run=max(upcoming, now).astimezone(local),
+            next_run=None if event.stopped else max(upcoming, now).astimezone(local),
             last_status=live or log_status or status or event.last_status,
             last_error=None if live else (log_error or event.last_error),
+            stopped=event.stopped, cron_override=event.cron_override,
         ))
     return rows
 
@@ -222,3 +225,22 @@ def run_event_now(bench: Bench, site: str, method: str) -> Any:
     event = find_event(bench, site, method)
     with connect(site, bench):
         return enqueue(event.method, now=True)
+
+
+def control_event(bench: Bench, site: str, method: str, *, stopped: bool | None = None,
+                  cron: str | None = None, reset_cron: bool = False) -> Any:
+    """Stop/start the event ``method`` (a method path or event id) of ``site``, or override/reset its cron.
+
+    Stored in the site's registry (kept across migrate); the registry version is
+    bumped after the commit, so a running daemon obeys without a restart.
+    Returns the event as it was found.
+    """
+    from bgcore.db.engines import database_for
+    from bgcore.scheduler.registry import bump_registry_version, set_event_control
+
+    event = find_event(bench, site, method)
+    database = database_for(bench, bench.site_config(site))
+    with database.transaction() as connection:
+        set_event_control(connection, event.event_id, stopped=stopped, cron_override=cron, reset_cron=reset_cron)
+    bump_registry_version(bench, site)
+    return event
