@@ -116,6 +116,34 @@ def main(ctx: click.Context, bench_dir: str | None, verbose: bool) -> None:
     ctx.obj = CliState(bench_dir, verbose)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def log_options(command: Any) -> Any:
+    """``--log-level`` and ``--log-file`` for a long-running command (also read from the environment,
+    so the workers and scheduler that ``bgcore start`` runs inherit them)."""
+    command = click.option("--log-file", type=click.Path(dir_okay=False), envvar="BGCORE_LOG_FILE", default=None,
+                           help="Append logs to this file instead of stderr.")(command)
+    return click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                        envvar="BGCORE_LOG_LEVEL", default=None,
+                        help="Log at this level and above (default: info; debug with --verbose).")(command)
+
+
+def configure_logging(level: str | None, log_file: str | None, *, verbose: bool = False) -> None:
+    """Point the root logger at ``log_file`` (else stderr) at ``level``; RQ's own per-job lines stay quiet
+    unless the level is debug (bgcore logs one line per job itself)."""
+    root = logging.getLogger()
+    chosen = logging.DEBUG if verbose else getattr(logging, (level or "info").upper())
+    root.setLevel(chosen)
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for old in list(root.handlers):
+            root.removeHandler(old)
+        root.addHandler(handler)
+    logging.getLogger("rq").setLevel(logging.DEBUG if chosen <= logging.DEBUG else logging.WARNING)
+
+
 def _register() -> None:
     from bgcore.cli import jobs, run, scheduler, site
 

@@ -12,7 +12,7 @@ import bgcore
 from bgcore import jobs as jobs_api
 from bgcore import keys
 from bgcore.bench import ALL_SITES, validate_site_name
-from bgcore.cli import CliState, pass_state
+from bgcore.cli import CliState, configure_logging, log_options, pass_state
 from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, local_time, site_zone
 from bgcore.enqueue import enqueue
 from bgcore.errors import InvalidArgument
@@ -38,9 +38,12 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option("--pool", "pool", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of work-horse processes.")
+@log_options
 @pass_state
-def worker(state: CliState, queues: str | None, burst: bool, quiet: bool, pool: int) -> None:
+def worker(state: CliState, queues: str | None, burst: bool, quiet: bool, pool: int, log_level: str | None,
+           log_file: str | None) -> None:
     """Run a pool of shared work-horses for every site of the bench."""
+    configure_logging(log_level, log_file, verbose=state.verbose)
     run_worker(state.bench, queues, burst=burst, quiet=quiet, pool=pool)
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+from pathlib import Path
+
 import click
 
-from bgcore.cli import CliState, main, pass_state
+from bgcore import embedded_redis
+from bgcore.bench import Bench
+from bgcore.cli import CliState, configure_logging, log_options, main, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
 from bgcore.doctor import SchedulerHealth, diagnose
 from bgcore.errors import BgcoreError
@@ -13,11 +20,50 @@ from bgcore.start import run_bench
 
 @click.command()
 @click.option("--no-scheduler", is_flag=True, help="Run only Redis and the workers.")
+@log_options
 @pass_state
-def start(state: CliState, no_scheduler: bool) -> None:
+def start(state: CliState, no_scheduler: bool, log_level: str | None, log_file: str | None) -> None:
     """Run the bench: private Redis (if needed), workers and the scheduler. Ctrl-C stops it."""
+    configure_logging(log_level, log_file, verbose=state.verbose)
+    for key, value in (("BGCORE_LOG_LEVEL", log_level), ("BGCORE_LOG_FILE", log_file)):
+        if value:  # the workers and the scheduler it starts log the same way
+            os.environ[key] = os.path.abspath(value) if key == "BGCORE_LOG_FILE" else value
     with_scheduler = not no_scheduler and "schedule" in main.commands
-    run_bench(state.bench, with_scheduler=with_scheduler)
+    stop = threading.Event()
+    banner = threading.Thread(target=_banner_when_ready, args=(state.bench, stop), daemon=True)
+    banner.start()
+    try:
+        run_bench(state.bench, with_scheduler=with_scheduler)
+    finally:
+        stop.set()
+
+
+def _banner_when_ready(bench: Bench, stop: threading.Event) -> None:
+    """Print the start banner once the bench's Redis is known (a private one takes a moment to start)."""
+    url = bench.common_config.get("redis_queue")
+    while not url and not stop.is_set():
+        url = embedded_redis.running_url(bench)
+        if not url:
+            stop.wait(0.1)
+    if url and not stop.is_set():
+        click.echo(start_banner(bench, str(url)))
+
+
+def start_banner(bench: Bench, redis_url: str) -> str:
+    """What ``bgcore start`` says once: where its Redis is, the bench id, and what to try next."""
+    exe = Path(sys.executable).parent / "bgcore"
+    venv = Path(sys.prefix)
+    activate = venv / "bin" / "activate"
+    how = (f"or first: source {activate}" if activate.exists() else "or put it on PATH")
+    return "\n".join([
+        f"bgcore start: bench {bench.path} (id {bench.bench_id}), Redis at {redis_url}",
+        f"In another terminal ({exe}, {how}):",
+        f"  {exe} --bench {bench.path} doctor",
+        f"  {exe} --bench {bench.path} show-pending-jobs",
+        f"  {exe} --bench {bench.path} scheduler events --site all",
+        f"  {exe} --bench {bench.path} enqueue METHOD --site SITE",
+        "Ctrl-C stops the bench (running jobs finish first).",
+    ])
 
 
 @click.command()

@@ -89,6 +89,7 @@ class SchedulerDaemon:
         self.last_tick: datetime | None = None  # when this daemon last ticked as leader (for ``bgcore doctor``)
         self._standby_under: str | None = ""  # the leader last logged while standing by ("" = not logged yet)
         self._prune_cursor = 0  # where the next retention step starts in the list of sites
+        self._held_back: set[tuple[str, str]] = set()  # (site, event) logged as "last run still queued"
 
     # -- sites ------------------------------------------------------------------
     def rescan(self) -> None:
@@ -217,7 +218,7 @@ class SchedulerDaemon:
             self._renewed_at = started
         if held and not self.leading:
             self.leading = True
-            logger.warning("scheduler leading bench=%s holder=%s", self.bench.bench_id, self.lease.holder)
+            logger.info("scheduler leading bench=%s holder=%s", self.bench.bench_id, self.lease.holder)
             self._refresh_last_runs()
             for interval in list(self._tick_jobs):
                 self._guard(self.tick, interval)
@@ -289,9 +290,12 @@ class SchedulerDaemon:
                                  now=now)
         go = [o for items in runnable.values() for o in items if (o.site, o.event_id) not in blocked]
         wait = [o for items in runnable.values() for o in items if (o.site, o.event_id) in blocked]
-        for occ in wait:
-            logger.info("site=%s event=%s method=%s: last run still queued or running; not queued again",
-                        occ.site, occ.event_id, occ.method)
+        for occ in wait:  # said once per event until it runs again, not on every tick
+            if (occ.site, occ.event_id) not in self._held_back:
+                self._held_back.add((occ.site, occ.event_id))
+                logger.info("site=%s event=%s method=%s: last run still queued or running; not queued again "
+                            "until it ends (said once)", occ.site, occ.event_id, occ.method)
+        self._held_back.difference_update((o.site, o.event_id) for o in go)
         self.timetable.retry(wait, now + timedelta(seconds=interval))
         report = enqueue_occurrences(self.bench, go, keep_going=self._keep_lease)
         self.timetable.retry(report.skipped, now + timedelta(seconds=interval))
