@@ -156,8 +156,9 @@ def test_dead_worker_does_not_block_its_event(bench_dir: BenchDir) -> None:
         sched.schedule()
         worker = sched.worker("worker-1.log")
         first = wait_for(lambda: sched.records("a.test", "slow-start"), 20, "the slow run to start")
-        # While it runs, the event is not queued again (no overlap)
-        time.sleep(2.5)
+        # While it runs, the event is not queued again (no overlap): a tick held it back
+        wait_for(lambda: "last run still queued or running" in sched.log("schedule.log"), 20,
+                 "a tick that holds the running event back")
         pending = sched.dir.cli("show-pending-jobs", "--site", "a.test", "--format", "json", check=True).stdout
         assert json.loads(pending) == []
         assert len(sched.records("a.test", "slow-start")) == 1
@@ -250,8 +251,9 @@ def test_cron_events_catch_up_once_and_a_restart_does_not_repeat_them(bench_dir:
 
     from bgcore.scheduler.daemon import SchedulerDaemon
 
-    # Given an hourly event registered now (in-process daemons, the clock passed explicitly)
-    sched = make_sched_bench(bench_dir, ["every"])
+    # Given an hourly event registered now (in-process daemons, the clock passed explicitly; a lease
+    # long enough that the burst workers between ticks, slow under load, never let it lapse)
+    sched = make_sched_bench(bench_dir, ["every"], scheduler_lease_seconds=60)
     text = sched.hooks.read_text().replace('{"all":', f'{{"hourly": ["{sched.app}.tasks.every2"], "all":')
     sched.hooks.write_text(text)
     before = datetime.now(timezone.utc)  # the daemons' own clock: nothing is due yet then
@@ -276,6 +278,7 @@ def test_cron_events_catch_up_once_and_a_restart_does_not_repeat_them(bench_dir:
     again = SchedulerDaemon(sched.dir.bench(), clock=lambda: before)
     again.rescan()
     again.lease_step()
+    assert again.lease.valid()  # an empty tick below means "nothing due", not "not leading"
     assert again.tick(1.0, later + timedelta(seconds=10)) == []
     assert [o.method for o in again.tick(1.0, later + timedelta(seconds=11))] == [f"{sched.app}.tasks.every"] * 2
     again.lease.release()
