@@ -24,6 +24,12 @@ def sched(bench_dir: BenchDir) -> Iterator[SchedBench]:
     bench.stop_all()
 
 
+def more_ticks(sched: SchedBench, n: int) -> None:
+    """Wait until a.test's ``every`` event (due on each 1 s tick) has run ``n`` more times: ``n`` ticks passed."""
+    runs = len(sched.records("a.test", "every"))
+    wait_for(lambda: len(sched.records("a.test", "every")) >= runs + n, 30, f"{n} more ticks")
+
+
 def settled(sched: SchedBench, sites: tuple[str, ...], quiet: float = 2.0, timeout: float = 20) -> dict[str, int]:
     """Each site's record count once no site has gained a record for ``quiet`` seconds."""
     deadline = time.monotonic() + timeout
@@ -195,7 +201,7 @@ def test_stale_hooks_warn_once_then_migrate_applies(sched: SchedBench) -> None:
     assert "a.test" in line and "b.test" in line and "bgcore migrate" in line
     found = stale_hooks(sched.dir.bench())
     assert [(s.app, s.sites) for s in found] == [(sched.app, ("a.test", "b.test"))]
-    time.sleep(3)  # several rescans and ticks later ...
+    more_ticks(sched, 3)  # several rescans and ticks later ...
     assert sched.log("schedule.log").count("stale hooks") == 1
     # ... and the old registry is still what runs
     assert not sched.records("a.test", "every2")
@@ -203,7 +209,7 @@ def test_stale_hooks_warn_once_then_migrate_applies(sched: SchedBench) -> None:
     sched.hooks.write_text(hooks_text(sched.app, ["every2", "every"]))
     # Then that edit is warned about too, once
     wait_for(lambda: sched.log("schedule.log").count("stale hooks") == 2, 15, "a warning for the second edit")
-    time.sleep(2)
+    more_ticks(sched, 2)
     assert sched.log("schedule.log").count("stale hooks") == 2
     # When migrate runs, the new event runs and nothing is stale any more
     sched.migrate()
