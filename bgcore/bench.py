@@ -25,6 +25,7 @@ from bgcore.queues import QueueSpec, queue_specs
 
 BENCH_ENV = "BGCORE_BENCH"
 STATE_DIR = ".bgcore"
+ALL_SITES = "all"  # what --site all means: every site of the bench (so no site may be named "all")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _SITE_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 
@@ -75,8 +76,9 @@ class Bench:
         self.sites_path = self.path / "sites"
         if not self.sites_path.is_dir():
             raise BenchNotFound(
-                f"{self.path} is not a bench: it has no sites/ directory; "
-                f"pass --bench DIR or set {BENCH_ENV}"
+                f"{self.path} is not a bench: it has no sites/ directory; pass the bench directory "
+                f"(bench=... to bgcore.connect or Bench.find) or set ${BENCH_ENV}",
+                path=self.path,
             )
         self._cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
         # site -> (its directory, its site_config.json), validated once
@@ -147,6 +149,16 @@ class Bench:
             if _SITE_NAME.match(entry.name):
                 names.append(entry.name)
         return sorted(names)
+
+    def sites_named(self, site: str) -> list[str]:
+        """``--site`` as a list of sites: every site of the bench for ``all``, else the one named.
+
+        The one named must exist (:class:`SiteNotFound` lists the bench's sites otherwise).
+        """
+        if site == ALL_SITES:
+            return self.site_names()
+        self.site_config(site)
+        return [site]
 
     def misnamed_sites(self) -> list[str]:
         """Directories with a ``site_config.json`` whose names are not valid site names (never served)."""

@@ -1,14 +1,20 @@
 """``bgcore doctor``: the health of a bench at a glance.
 
 Is Redis reachable, how many workers of this bench are alive per queue, how
-deep each queue is, how many jobs failed, and which sites have a problem: a
-broken config, a database that is unreachable or not migrated, or hooks that
-changed since the last ``bgcore migrate``.
+deep each queue is and how old its oldest job, how many jobs failed, which
+scheduler daemon leads (its last tick) and which stand by, and which sites have
+a problem: a broken config, a database that is unreachable or not migrated, or
+hooks that changed since the last ``bgcore migrate``.
+
+Unhealthy (each reason one line of ``problems``): any site problem, a queue
+that holds jobs but has no live worker, no scheduler leader while a site's
+scheduler is enabled, a queued job older than ``doctor_max_queue_age_seconds``.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 import socket
 from typing import Any
 
@@ -18,11 +24,18 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from bgcore import keys
 from bgcore.bench import Bench
+from bgcore.clock import utcnow
 from bgcore.connection import redis_url
-from bgcore.errors import BgcoreError
+from bgcore.errors import BgcoreError, ConfigError
 from bgcore.queues import DEFAULT_TIMEOUTS
 from bgcore.rqbridge import SERIALIZER, broker, rq_queue
+from bgcore.scheduler import presence
+from bgcore.scheduler.lease import current_holder, lease_seconds
 from bgcore.scheduler.overlap import worker_alive
+from bgcore.scheduler.switches import blocking_switch
+
+DEFAULT_MAX_QUEUE_AGE_SECONDS = 600.0
+HEADS_PER_SITE = 10  # ids read from the head of each site's list to find its oldest job (at_front pushes left)
 
 
 @dataclass
@@ -32,6 +45,17 @@ class QueueHealth:
     queued: int
     started: int
     failed: int
+    oldest_enqueued_at: datetime | None = None
+
+
+@dataclass
+class SchedulerHealth:
+    """Who leads the bench's scheduler, its last tick, and the daemons standing by."""
+
+    leader: str | None
+    last_tick: datetime | None
+    standbys: list[str] = field(default_factory=list)
+    enabled_sites: int = 0
 
 
 @dataclass
@@ -40,6 +64,7 @@ class DoctorReport:
     redis_ok: bool
     redis_error: str = ""
     queues: list[QueueHealth] = field(default_factory=list)
+    scheduler: SchedulerHealth | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -52,8 +77,9 @@ class DoctorReport:
         return data
 
 
-def diagnose(bench: Bench) -> DoctorReport:
-    """Collect the bench's health; never raises for a problem it can report."""
+def diagnose(bench: Bench, now: datetime | None = None) -> DoctorReport:
+    """Collect the bench's health at ``now`` (default: the clock); never raises for a problem it can report."""
+    now = now or utcnow()
     try:
         url = redis_url(bench)
     except BgcoreError as exc:
@@ -71,18 +97,111 @@ def diagnose(bench: Bench) -> DoctorReport:
         workers_per_queue = _workers_per_queue(bench)
         for queue in queues:
             name = keys.queue_of(bench.bench_id, queue.name) or queue.name
+            depths = broker(bench).depths(name)
             report.queues.append(QueueHealth(
                 name=name,
                 workers=workers_per_queue.get(queue.name, 0),
-                queued=broker(bench).depth(name),
+                queued=sum(depths.values()),
                 started=StartedJobRegistry(queue=queue).get_job_count(cleanup=False),
                 failed=FailedJobRegistry(queue=queue).get_job_count(cleanup=False),
+                oldest_enqueued_at=_oldest_enqueued(bench, name, list(depths)),
             ))
+        report.scheduler = _scheduler_health(bench, now, report.problems)
     except RedisError as exc:
         report.redis_ok = False
         report.redis_error = str(exc)
+    if report.redis_ok:
+        report.problems.extend(_queue_problems(bench, report.queues, now))
     report.problems.extend(_site_problems(bench))
     return report
+
+
+def max_queue_age(bench: Bench) -> float:
+    """``doctor_max_queue_age_seconds`` of the bench (default 600), checked to be a positive number."""
+    value = bench.common_config.get("doctor_max_queue_age_seconds", DEFAULT_MAX_QUEUE_AGE_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"common_site_config.json: doctor_max_queue_age_seconds must be a positive number "
+                          f"of seconds, found {value!r}")
+    return float(value)
+
+
+def _queue_problems(bench: Bench, queues: list[QueueHealth], now: datetime) -> list[str]:
+    """A queue with jobs and no live worker; a queue whose oldest job waited too long."""
+    problems = []
+    try:
+        limit: float | None = max_queue_age(bench)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        limit = None
+    for queue in queues:
+        if queue.queued and not queue.workers:
+            problems.append(f"queue {queue.name!r} holds {queue.queued} job(s) but no live worker serves it; "
+                            f"start one ('bgcore worker --queue {queue.name}', or 'bgcore start')")
+        if limit is not None and queue.oldest_enqueued_at is not None:
+            age = (now - queue.oldest_enqueued_at).total_seconds()
+            if age > limit:
+                problems.append(
+                    f"queue {queue.name!r}: its oldest job has waited {age:.0f}s, more than "
+                    f"doctor_max_queue_age_seconds={limit:g}; add workers for it or find what blocks them")
+    return problems
+
+
+def _oldest_enqueued(bench: Bench, queue: str, sites: list[str]) -> datetime | None:
+    """The earliest ``enqueued_at`` among the first jobs of each site's list of ``queue`` (two round trips)."""
+    if not sites:
+        return None
+    redis = bench.redis()
+    with redis.pipeline(transaction=False) as pipe:
+        for site in sites:
+            pipe.lrange(keys.site_queue(bench.bench_id, queue, site), 0, HEADS_PER_SITE - 1)
+        ids = [_text(i) for head in pipe.execute() for i in head]
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(keys.rq_job(job_id), "enqueued_at")
+        stamps = [_parse_time(v) for v in pipe.execute()]
+    found = [t for t in stamps if t is not None]
+    return min(found) if found else None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(_text(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _scheduler_health(bench: Bench, now: datetime, problems: list[str]) -> SchedulerHealth:
+    """The lease holder, its last tick, the standbys; a problem when no one leads an enabled site."""
+    redis = bench.redis()
+    try:
+        lease = lease_seconds(bench.common_config)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        lease = 15.0
+    leader = current_holder(redis, bench.bench_id)
+    daemons = presence.alive(redis, bench.bench_id, now=now, lease_seconds=lease)
+    last_tick = next((d.last_tick for d in daemons if d.holder == leader), None)
+    standbys = [d.holder for d in daemons if d.holder != leader]
+    enabled = _enabled_sites(bench)
+    if leader is None and enabled:
+        shown = ", ".join(enabled[:5]) + (f" and {len(enabled) - 5} more" if len(enabled) > 5 else "")
+        problems.append(f"no scheduler leads this bench (nobody holds the lease) although {len(enabled)} site(s) "
+                        f"have the scheduler enabled ({shown}); run 'bgcore schedule' or 'bgcore start'")
+    return SchedulerHealth(leader=leader, last_tick=last_tick, standbys=standbys, enabled_sites=len(enabled))
+
+
+def _enabled_sites(bench: Bench) -> list[str]:
+    """Sites whose config loads and whose scheduler no switch stops (broken ones are site problems)."""
+    enabled = []
+    for site in bench.site_names():
+        try:
+            if blocking_switch(bench.site_config(site)) is None:
+                enabled.append(site)
+        except BgcoreError:
+            continue
+    return enabled
 
 
 def _workers_per_queue(bench: Bench) -> dict[str, int]:

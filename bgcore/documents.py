@@ -13,6 +13,7 @@ transaction (``bgcore.db``).
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import uuid
@@ -33,7 +34,7 @@ from bgcore.errors import (
     InvalidArgument,
     UnknownDoctype,
 )
-from bgcore.methods import resolve
+from bgcore.methods import argument_problem, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -182,17 +183,59 @@ def run_doc_method(doctype: str, name: str, method: str, kwargs: dict[str, Any])
     return doc_method(doc, method)(**kwargs)
 
 
-def enqueue_doc(doctype: str, name: str, method: str, queue: str = "default", timeout: int | None = None,
-                **kwargs: Any) -> Any:
+def enqueue_doc(
+    doctype: str,
+    name: str,
+    method: str,
+    queue: str = "default",
+    timeout: int | None = None,
+    now: bool = False,
+    job_name: str | None = None,
+    enqueue_after_commit: bool = False,
+    at_front: bool = False,
+    *,
+    job_id: str | None = None,
+    deduplicate: bool = False,
+    job_kwargs: dict[str, Any] | None = None,
+    retry: Any = None,
+    **kwargs: Any,
+) -> Any:
     """Enqueue ``get_doc(doctype, name).method(**kwargs)`` in the current site.
 
+    Takes the options of :func:`bgcore.enqueue` with the same meaning (``now``,
+    ``job_name``, ``enqueue_after_commit``, ``at_front``, ``job_id``,
+    ``deduplicate``, ``retry``); they are never passed to the controller method.
+    ``job_kwargs`` passes method arguments whose names collide with them.
     The worker loads the document fresh and calls the method inside the job's
     transaction. ``timeout`` falls back to the queue's timeout. An unknown
-    doctype or method is refused here already; a document missing at run time
-    fails the job with a recorded error. Returns the RQ job.
+    doctype or method, or arguments the method cannot take, are refused here
+    already (:class:`InvalidArgument` names the offending keyword); a document
+    missing at run time fails the job with a recorded error. ``job_name``
+    defaults to ``"<doctype> <name>.<method>"``. Returns the RQ job (with
+    ``now=True``, the method's result).
     """
+    if job_kwargs:
+        kwargs = {**kwargs, **job_kwargs}
     probe = controller(doctype)(name)
     probe.doctype = doctype
-    doc_method(probe, method)
-    return enqueue(run_doc_method, queue=queue, timeout=timeout, job_kwargs={
-        "doctype": doctype, "name": name, "method": method, "kwargs": kwargs})
+    _check_arguments(doctype, method, doc_method(probe, method), kwargs)
+    return enqueue(
+        run_doc_method, queue=queue, timeout=timeout, now=now,
+        job_name=job_name or f"{doctype} {name}.{method}",
+        enqueue_after_commit=enqueue_after_commit, at_front=at_front, job_id=job_id, deduplicate=deduplicate,
+        retry=retry, job_kwargs={"doctype": doctype, "name": name, "method": method, "kwargs": kwargs})
+
+
+def _check_arguments(doctype: str, method: str, bound: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Fail at enqueue time, not in the worker, when the controller method refuses ``kwargs``."""
+    try:
+        signature = inspect.signature(bound)
+    except (TypeError, ValueError):  # no signature to check: the worker will tell
+        return
+    problem = argument_problem(signature, kwargs)
+    if problem is not None:
+        takes = ", ".join(signature.parameters) or "no arguments"
+        raise InvalidArgument(
+            f"site {current().site!r}: {doctype}.{method}({takes}) cannot take these arguments: {problem}; "
+            "fix the keyword, or pass names that collide with enqueue's options through job_kwargs="
+        )

@@ -25,7 +25,7 @@ from rq.utils import now as utc_now
 from bgcore import keys
 from bgcore.context import SiteContext, current
 from bgcore.errors import DuplicateJob, InvalidArgument
-from bgcore.methods import check_app_installed, method_path, resolve
+from bgcore.methods import argument_problem, check_app_installed, method_path, resolve
 from bgcore.queues import check_queue
 from bgcore.engine.settings import EngineSettings
 from bgcore.retry import Retry
@@ -178,6 +178,7 @@ def _check_call(ctx: SiteContext, path: str, kwargs: dict[str, Any]) -> None:
     if signature is not None:
         try:
             signature.bind(**kwargs)
-        except TypeError as exc:
+        except TypeError as exc:  # say why, an unexpected keyword first (argument_problem)
             takes = ", ".join(signature.parameters)
-            raise InvalidArgument(f"{path}({takes}) cannot take these arguments: {exc}") from None
+            why = argument_problem(signature, kwargs) or str(exc)
+            raise InvalidArgument(f"{path}({takes}) cannot take these arguments: {why}") from None

@@ -12,7 +12,11 @@ class BgcoreError(Exception):
 
 
 class BenchNotFound(BgcoreError):
-    """Raised when a directory given as a bench has no ``sites/`` directory."""
+    """Raised when a directory given as a bench has no ``sites/`` directory; ``path`` is that directory."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ConfigError(BgcoreError):

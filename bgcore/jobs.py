@@ -49,17 +49,47 @@ def pending_jobs(bench: Bench, site: str | None = None) -> list[PendingJob]:
             if job is None:
                 continue
             payload = _payload(job)
+            inner = payload.get("kwargs")
             found.append(PendingJob(
                 queue=name,
                 site=keys.site_of_job(job.id),
                 job_id=keys.local_job_id(job.id),
-                job_name=_text(payload.get("job_name")),
+                job_name=_text(payload.get("job_name")) or doc_label(
+                    _text(payload.get("method")), inner if isinstance(inner, dict) else None),
                 method=_text(payload.get("method")),
                 enqueued_at=job.enqueued_at,
                 status="scheduled" if job.id in due else "queued",
                 due=datetime.fromtimestamp(due[job.id], timezone.utc) if job.id in due else None,
             ))
     return found
+
+
+DOC_METHOD = "bgcore.documents.run_doc_method"
+
+
+def doc_label(method: str | None, kwargs: dict[str, object] | None) -> str | None:
+    """``Doctype name.method`` for a job of ``enqueue_doc`` (from its payload), else None."""
+    if method == DOC_METHOD and kwargs and all(isinstance(kwargs.get(k), str) for k in ("doctype", "name", "method")):
+        return f"{kwargs['doctype']} {kwargs['name']}.{kwargs['method']}"
+    return None
+
+
+def job_label(method: str | None, job_name: str | None, kwargs: dict[str, object] | None = None) -> str:
+    """What listings call a job: its name, else ``Doctype name.method`` for a document job, else its method."""
+    return job_name or doc_label(method, kwargs) or method or ""
+
+
+def job_names(bench: Bench, rq_ids: list[str]) -> dict[str, str]:
+    """RQ job id -> its description (what ``job_name`` set), for the jobs still in Redis (one round trip)."""
+    with bench.redis().pipeline(transaction=False) as pipe:
+        for rq_id in rq_ids:
+            pipe.hget(keys.rq_job(rq_id), "description")
+        found = pipe.execute()
+    return {rq_id: _decoded(v) for rq_id, v in zip(rq_ids, found) if v}
+
+
+def _decoded(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def queued_count(bench: Bench, queue: str, site: str | None = None) -> int:

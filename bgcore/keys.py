@@ -202,3 +202,8 @@ def rq_queue_workers(rq_queue_name: str) -> str:
 def rq_legacy_queue(rq_queue_name: str) -> str:
     """The plain RQ list of a queue (jobs written by RQ itself or by bgcore before the engine)."""
     return f"rq:queue:{rq_queue_name}"
+
+
+def scheduler_daemons(bench_id: str) -> str:
+    """Hash of the bench's live scheduler daemons: holder -> JSON ``{"role", "seen", "last_tick"}``."""
+    return bench_key(bench_id, "scheduler", "daemons")

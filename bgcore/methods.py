@@ -8,7 +8,9 @@ worker must be able to import the method by its path.
 from __future__ import annotations
 
 import difflib
+import inspect
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -46,10 +48,24 @@ def check_app_installed(path: str, site: str, installed: Iterable[str]) -> None:
     installed = tuple(installed)
     if app in installed or app in ALWAYS_ALLOWED:
         return
+    if not is_app(app):
+        raise AppNotInstalled(
+            f"site {site!r} cannot run {path}: a job's method must belong to an app installed on the site "
+            f"(installed_apps: {', '.join(installed) or 'none'}), and {app!r} is not an app (no {app}.hooks); "
+            "wrap the call in a function of one of those apps"
+        )
     raise AppNotInstalled(
         f"site {site!r} cannot run {path}: app {app!r} is not installed on it "
         f"(installed_apps: {', '.join(installed) or 'none'}); add it to sites/{site}/site_config.json"
     )
+
+
+def is_app(name: str) -> bool:
+    """Whether ``name`` is an importable package with a ``hooks`` module (what bgcore calls an app)."""
+    try:
+        return importlib.util.find_spec(f"{name}.hooks") is not None
+    except (ImportError, ValueError):  # not a package (os), or a broken one
+        return False
 
 
 def resolve(path: str) -> Callable[..., Any]:
@@ -81,3 +97,25 @@ def resolve(path: str) -> Callable[..., Any]:
             "functions defined in its app; wrap the call in a function of the app"
         )
     return target  # type: ignore[no-any-return]
+
+
+def argument_problem(signature: inspect.Signature, kwargs: dict[str, Any]) -> str | None:
+    """Why ``signature`` cannot take ``kwargs`` as keyword arguments, or None when it can.
+
+    A keyword the function does not know is named first (with a "did you mean"
+    for a close parameter name), before any missing argument it explains.
+    """
+    params = signature.parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        known = [n for n, p in params.items() if p.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        for name in kwargs:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                return f"unexpected keyword argument {name!r}{hint}"
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None

@@ -2,7 +2,8 @@
 
 :func:`migrate_site` runs :data:`STEPS` in order inside one transaction per
 site (where the dialect allows DDL in transactions): first the schema upgrade
-(create missing tables, add missing nullable columns), then the scheduler's
+(create missing tables, add missing nullable columns, widen time
+columns that drop microseconds), then the scheduler's
 registry sync. Running it twice changes nothing the second time.
 :func:`migrate_bench` migrates every site; one failing site does not stop the
 others.
@@ -21,6 +22,7 @@ from sqlalchemy.schema import CreateColumn
 from bgcore.bench import Bench
 from bgcore.db.engines import database_for
 from bgcore.db.schema import metadata
+from bgcore.db.types import UTCDateTime, lacks_fraction
 from bgcore.errors import BgcoreError
 from bgcore.scheduler.registry import bump_registry_version, sync_site  # also defines its tables
 
@@ -35,6 +37,7 @@ class MigrateReport:
     site: str
     created_tables: list[str] = field(default_factory=list)
     added_columns: list[str] = field(default_factory=list)
+    widened_columns: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     registry_changed: bool = False
     error: str | None = None
@@ -49,6 +52,8 @@ class MigrateReport:
         parts = [f"created tables {', '.join(self.created_tables)}" if self.created_tables else "schema up to date"]
         if self.added_columns:
             parts.append(f"added columns {', '.join(self.added_columns)}")
+        if self.widened_columns:
+            parts.append(f"time columns now keep microseconds: {', '.join(self.widened_columns)}")
         parts.extend(self.steps)
         return f"{self.site}: " + "; ".join(parts)
 
@@ -57,7 +62,7 @@ Step = Callable[[Bench, str, Connection, MigrateReport], None]
 
 
 def upgrade_schema(bench: Bench, site: str, connection: Connection, report: MigrateReport) -> None:
-    """Create missing tables and add missing columns (which must be nullable or have a default)."""
+    """Create missing tables, add missing columns (nullable or with a default), widen old time columns."""
     inspector = sa.inspect(connection)
     existing = set(inspector.get_table_names())
     for table in metadata.sorted_tables:
@@ -65,14 +70,17 @@ def upgrade_schema(bench: Bench, site: str, connection: Connection, report: Migr
             table.create(connection)
             report.created_tables.append(table.name)
             continue
-        have = {c["name"] for c in inspector.get_columns(table.name)}
+        have = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
+        quoted = connection.dialect.identifier_preparer.quote(table.name)
         for column in table.columns:
-            if column.name in have:
-                continue
             ddl = CreateColumn(column).compile(dialect=connection.dialect)
-            quoted = connection.dialect.identifier_preparer.quote(table.name)
-            connection.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN {ddl}")
-            report.added_columns.append(f"{table.name}.{column.name}")
+            if column.name not in have:
+                connection.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN {ddl}")
+                report.added_columns.append(f"{table.name}.{column.name}")
+            elif isinstance(column.type, UTCDateTime) and lacks_fraction(connection.dialect, have[column.name]):
+                # A table made before times kept microseconds (MariaDB's plain DATETIME): widen it.
+                connection.exec_driver_sql(f"ALTER TABLE {quoted} MODIFY COLUMN {ddl}")
+                report.widened_columns.append(f"{table.name}.{column.name}")
 
 
 def sync_registry(bench: Bench, site: str, connection: Connection, report: MigrateReport) -> None:
@@ -127,4 +135,23 @@ def migrate_bench(bench: Bench, sites: list[str] | None = None) -> list[MigrateR
     return reports
 
 
-__all__ = ["MigrateReport", "STEPS", "migrate_bench", "migrate_site"]
+def grouped_failures(reports: list[MigrateReport]) -> list[tuple[list[str], str]]:
+    """The failed reports as ``(sites, error)``, one entry per distinct error, in first-seen order.
+
+    An error that only differs by the site it names (an app's broken ``hooks.py``
+    seen from 40 sites) is one entry naming every site; the site is left out of its text.
+    """
+    groups: dict[str, list[str]] = {}
+    for report in reports:
+        if report.error is None:
+            continue
+        text = report.error
+        for prefix in (f"site {report.site!r}: ", f"{report.site}: "):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+                break
+        groups.setdefault(text, []).append(report.site)
+    return [(sites, text) for text, sites in groups.items()]
+
+
+__all__ = ["MigrateReport", "STEPS", "grouped_failures", "migrate_bench", "migrate_site"]

@@ -69,10 +69,18 @@ def check_queue(specs: dict[str, QueueSpec], name: str) -> QueueSpec:
 
 
 def parse_queue_list(specs: dict[str, QueueSpec], text: str | None) -> list[QueueSpec]:
-    """Parse ``--queue a,b`` into specs in that priority order; ``None`` means every queue."""
-    if not text:
+    """Parse ``--queue a,b`` into specs in that priority order; ``None`` means every queue.
+
+    An empty or blank list (``""``, ``" , "``) or an empty name in it (``"a,,b"``)
+    raises :class:`UnknownQueue`: it never silently means every queue.
+    """
+    if text is None:
         return list(specs.values())
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise UnknownQueue(f"--queue {text!r} names no queue; valid queues are: {', '.join(specs)}")
+    names = [part.strip() for part in text.split(",")]
+    if not any(names):
+        raise UnknownQueue(f"--queue {text!r} names no queue; name one or more of: {', '.join(specs)} "
+                           "(or leave --queue out to consume every queue)")
+    if not all(names):
+        raise UnknownQueue(f"--queue {text!r} has an empty queue name; separate names by single commas, "
+                           f"e.g. {','.join(list(specs)[:2])}")
     return [check_queue(specs, name) for name in dict.fromkeys(names)]

@@ -20,9 +20,10 @@ def test_enqueue_then_show_pending_jobs_as_table_and_json(bench_dir: BenchDir) -
     assert "enqueued" in done.stdout and "a.test" in done.stdout
     with bgcore.connect("b.test", bench_dir.bench()):
         bgcore.enqueue("testapp.tasks.noop", job_name="nightly report")
-    table = bench_dir.cli("show-pending-jobs", check=True).stdout
+    table = bench_dir.cli("show-pending-jobs", "--list", check=True).stdout
     assert "a.test" in table and "b.test" in table and "nightly report" in table
-    rows = json.loads(bench_dir.cli("show-pending-jobs", "--site", "b.test", "--format", "json", check=True).stdout)
+    rows = json.loads(bench_dir.cli("show-pending-jobs", "--list", "--site", "b.test", "--format", "json",
+                                   check=True).stdout)
     assert [(r["site"], r["queue"], r["job_name"], r["method"]) for r in rows] == [
         ("b.test", "default", "nightly report", "testapp.tasks.noop")]
 
@@ -111,7 +112,7 @@ def test_doctor_lists_unmigrated_sites_and_stale_hooks(bench_dir: BenchDir, tmp_
     bench_dir.add_site("s.test", installed_apps=["stalapp"])
     bench_dir.cli("migrate", "--site", "s.test", check=True)
     fresh = json.loads(bench_dir.cli("doctor", "--format", "json").stdout)
-    assert not any("s.test" in p for p in fresh["problems"])
+    assert not any("s.test" in p for p in fresh["problems"] if not p.startswith("no scheduler leads"))
     assert any("'a.test'" in p and "bgcore migrate" in p for p in fresh["problems"])
     # When its hooks.py changes after the migrate
     (app / "hooks.py").write_text('scheduler_events = {"daily": ["stalapp.tasks.tick"]}\n')

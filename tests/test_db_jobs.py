@@ -170,9 +170,9 @@ def test_missing_document_method_and_doctype_fail_with_recorded_errors(db_bench)
 
 def test_enqueue_doc_timeout_falls_back_to_the_queue_timeout(bench_dir):
     with bgcore.connect("a.test", bench_dir.bench()):
-        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", queue="long").timeout == 1500
-        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", queue="short").timeout == 300
-        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", queue="long", timeout=42).timeout == 42
+        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", note="x", queue="long").timeout == 1500
+        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", note="x", queue="short").timeout == 300
+        assert bgcore.enqueue_doc("ToDo", "t1", "append_note", note="x", queue="long", timeout=42).timeout == 42
 
 
 def test_failed_jobs_listing_shows_only_the_sites_own_failures(db_bench):
@@ -192,11 +192,14 @@ def test_failed_jobs_listing_shows_only_the_sites_own_failures(db_bench):
     # Then each sees only its own, with status and exception
     rows_a = {row["job_id"]: row for row in json.loads(listing_a.stdout)}
     rows_b = {row["job_id"]: row for row in json.loads(listing_b.stdout)}
-    assert set(rows_a) == {failed_a.id, timed_out.id}
-    assert rows_a[failed_a.id]["status"] == "failed" and rows_a[failed_a.id]["exception"] == "RuntimeError: a broke"
-    assert rows_a[timed_out.id]["status"] == "timeout" and "JobTimeoutException" in rows_a[timed_out.id]["exception"]
-    assert "Traceback" in rows_a[failed_a.id]["traceback"]
-    assert set(rows_b) == {failed_b.id} and rows_b[failed_b.id]["exception"] == "RuntimeError: b broke"
+    # (job ids as enqueue printed them: without the site prefix)
+    fa, to, fb = (keys.local_job_id(j.id) for j in (failed_a, timed_out, failed_b))
+    assert set(rows_a) == {fa, to}
+    assert rows_a[fa]["status"] == "failed" and rows_a[fa]["exception"] == "RuntimeError: a broke"
+    assert rows_a[to]["status"] == "timeout" and "JobTimeoutException" in rows_a[to]["exception"]
+    assert rows_a[to]["job"] == "ToDo t1.slow"
+    assert "Traceback" in rows_a[fa]["traceback"]
+    assert set(rows_b) == {fb} and rows_b[fb]["exception"] == "RuntimeError: b broke"
     # And the table form names the site
     table = db_bench.cli("jobs", "failed", "--site", "b.test", check=True)
     assert "Failed jobs of b.test (1)" in table.stdout

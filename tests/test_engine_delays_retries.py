@@ -6,6 +6,7 @@ clock, so "an hour later" costs nothing; two tests run a real pool.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import datetime, timedelta, timezone
@@ -87,8 +88,12 @@ def test_show_pending_jobs_gives_a_delayed_jobs_time_in_the_sites_zone(bench_dir
     bench_dir.add_site("a.test", time_zone="Asia/Kolkata")
     with bgcore.connect("a.test", bench_dir.bench()):
         bgcore.enqueue_at(datetime(2030, 1, 1, 12, 0, tzinfo=UTC), "testapp.tasks.noop")
-    out = bench_dir.cli("show-pending-jobs", "--format", "json", check=True).stdout
-    assert "scheduled" in out and "2030-01-01 17:30:00+05:30" in out
+    (row,) = json.loads(bench_dir.cli("show-pending-jobs", "--list", "--format", "json", check=True).stdout)
+    assert row["status"] == "scheduled" and row["due"] == "2030-01-01T17:30:00.000000+05:30"
+    table = bench_dir.cli("show-pending-jobs", "--list", "--site", "a.test", check=True).stdout
+    assert "scheduled" in table and "17:30:00" in table
+    counts = json.loads(bench_dir.cli("show-pending-jobs", "--format", "json", check=True).stdout)
+    assert counts == [{"queue": "default", "site": "a.test", "count": 1}]
 
 
 def test_a_due_job_is_moved_by_exactly_one_of_many_takers(bench_dir: BenchDir) -> None:

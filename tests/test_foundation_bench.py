@@ -44,7 +44,8 @@ def test_bench_is_found_from_argument_env_then_cwd(bench_dir: BenchDir, tmp_path
 
 
 def test_a_directory_without_sites_is_not_a_bench(tmp_path: Path) -> None:
-    with pytest.raises(BenchNotFound, match="has no sites/ directory; pass --bench DIR or set BGCORE_BENCH"):
+    with pytest.raises(BenchNotFound, match=r"has no sites/ directory; pass the bench directory \(bench=\.\.\. to "
+                                            r"bgcore.connect or Bench.find\) or set \$BGCORE_BENCH"):
         Bench(tmp_path)
 
 

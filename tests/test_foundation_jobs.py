@@ -330,3 +330,11 @@ def test_a_job_over_its_timeout_is_killed_and_recorded_as_a_timeout(bench_dir: B
     [job] = _failed(bench)
     assert "JobTimeoutException" in (job.latest_result().exc_string or "")
     assert job.kwargs["site"] == "a.test"
+
+
+def test_a_misspelt_keyword_is_named_before_a_missing_argument(bench_dir: BenchDir) -> None:
+    # Given add(a, b) called with a misspelt b
+    with bgcore.connect("a.test", bench_dir.bench()):
+        # Then the unexpected keyword is what the error names, with a hint
+        with pytest.raises(InvalidArgument, match=r"unexpected keyword argument 'bb' \(did you mean 'b'\?\)"):
+            bgcore.enqueue("testapp.tasks.add", a=1, bb=2)

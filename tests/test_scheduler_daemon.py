@@ -26,6 +26,12 @@ def sched(bench_dir: BenchDir) -> Iterator[SchedBench]:
     bench.stop_all()
 
 
+def more_ticks(sched: SchedBench, n: int) -> None:
+    """Wait until a.test's ``every`` event (due on each 1 s tick) has run ``n`` more times: ``n`` ticks passed."""
+    runs = len(sched.records("a.test", "every"))
+    wait_for(lambda: len(sched.records("a.test", "every")) >= runs + n, 30, f"{n} more ticks")
+
+
 def settled(sched: SchedBench, sites: tuple[str, ...], quiet: float = 2.0, timeout: float = 20) -> dict[str, int]:
     """Each site's record count once no site has gained a record for ``quiet`` seconds."""
     deadline = time.monotonic() + timeout
@@ -158,8 +164,9 @@ def test_dead_worker_does_not_block_its_event(bench_dir: BenchDir) -> None:
         sched.schedule()
         worker = sched.worker("worker-1.log")
         first = wait_for(lambda: sched.records("a.test", "slow-start"), 20, "the slow run to start")
-        # While it runs, the event is not queued again (no overlap)
-        time.sleep(2.5)
+        # While it runs, the event is not queued again (no overlap): a tick held it back
+        wait_for(lambda: "last run still queued or running" in sched.log("schedule.log"), 20,
+                 "a tick that holds the running event back")
         pending = sched.dir.cli("show-pending-jobs", "--site", "a.test", "--format", "json", check=True).stdout
         assert json.loads(pending) == []
         assert len(sched.records("a.test", "slow-start")) == 1
@@ -206,7 +213,7 @@ def test_stale_hooks_warn_once_then_migrate_applies(sched: SchedBench) -> None:
     assert "a.test" in line and "b.test" in line and "bgcore migrate" in line
     found = stale_hooks(sched.dir.bench())
     assert [(s.app, s.sites) for s in found] == [(sched.app, ("a.test", "b.test"))]
-    time.sleep(3)  # several rescans and ticks later ...
+    more_ticks(sched, 3)  # several rescans and ticks later ...
     assert sched.log("schedule.log").count("stale hooks") == 1
     # ... and the old registry is still what runs
     assert not sched.records("a.test", "every2")
@@ -214,7 +221,7 @@ def test_stale_hooks_warn_once_then_migrate_applies(sched: SchedBench) -> None:
     save_atomically(sched.hooks, hooks_text(sched.app, ["every2", "every"]))
     # Then that edit is warned about too, once
     wait_for(lambda: sched.log("schedule.log").count("stale hooks") == 2, 15, "a warning for the second edit")
-    time.sleep(2)
+    more_ticks(sched, 2)
     assert sched.log("schedule.log").count("stale hooks") == 2
     # When migrate runs, the new event runs and nothing is stale any more
     sched.migrate()
@@ -262,8 +269,9 @@ def test_cron_events_catch_up_once_and_a_restart_does_not_repeat_them(bench_dir:
 
     from bgcore.scheduler.daemon import SchedulerDaemon
 
-    # Given an hourly event registered now (in-process daemons, the clock passed explicitly)
-    sched = make_sched_bench(bench_dir, ["every"])
+    # Given an hourly event registered now (in-process daemons, the clock passed explicitly; a lease
+    # long enough that the burst workers between ticks, slow under load, never let it lapse)
+    sched = make_sched_bench(bench_dir, ["every"], scheduler_lease_seconds=60)
     text = sched.hooks.read_text().replace('{"all":', f'{{"hourly": ["{sched.app}.tasks.every2"], "all":')
     sched.hooks.write_text(text)
     before = datetime.now(timezone.utc)  # the daemons' own clock: nothing is due yet then
@@ -288,6 +296,7 @@ def test_cron_events_catch_up_once_and_a_restart_does_not_repeat_them(bench_dir:
     again = SchedulerDaemon(sched.dir.bench(), clock=lambda: before)
     again.rescan()
     again.lease_step()
+    assert again.lease.valid()  # an empty tick below means "nothing due", not "not leading"
     assert again.tick(1.0, later + timedelta(seconds=10)) == []
     assert [o.method for o in again.tick(1.0, later + timedelta(seconds=11))] == [f"{sched.app}.tasks.every"] * 2
     again.lease.release()

@@ -69,8 +69,14 @@ def queued(sched: SchedBench) -> int:
 
 @pytest.fixture
 def minutely(bench_dir: BenchDir) -> SchedBench:
-    """Sites a.test and b.test with one ``* * * * *`` event, migrated; no daemon yet."""
-    sched = make_sched_bench(bench_dir, ["every"])
+    """Sites a.test and b.test with one ``* * * * *`` event, migrated; no daemon yet.
+
+    The daemons here are in-process and their clock is injected; only the lease is
+    real time. A 60 s lease keeps a leader leading across a slow step (a burst
+    worker on a loaded machine took longer than the default 2 s test lease, so a
+    tick found its lease lapsed and did nothing: the old flakiness).
+    """
+    sched = make_sched_bench(bench_dir, ["every"], scheduler_lease_seconds=60)
     sched.hooks.write_text(cron_hooks_text(sched.app, {"* * * * *": ["every2"]}))
     sched.migrate()
     return sched
@@ -115,9 +121,11 @@ def test_a_redis_flush_never_repeats_an_occurrence_that_ran(minutely: SchedBench
                               repr((slot - timedelta(minutes=5)).timestamp()))
     # ... then neither the running daemon, after its rescan, nor a restarted one enqueues it again
     daemon.rescan()
+    assert daemon.lease.valid()  # so an empty tick means "nothing due", not "no longer leading"
     assert daemon.tick(1.0, now) == []
     daemon.lease.release()
     restarted = started_daemon(minutely, now)
+    assert restarted.lease.valid()
     assert restarted.tick(1.0, now + timedelta(seconds=10)) == [] and queued(minutely) == 0
     # And the next minute runs as usual, once
     later = restarted.tick(1.0, now + timedelta(minutes=1))

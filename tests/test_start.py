@@ -175,6 +175,13 @@ def test_the_demo_bench_runs_scheduled_jobs_on_every_queue_of_every_site(tmp_pat
                     for queue in ("short", "default", "long", "reports")}
         # Then the demo's `all` event (10 s tick) fans out one job per queue in each site
         wait_for(lambda: all(e in log.read_text() for e in expected), timeout=45, what="demo jobs on every queue")
+        # And the output is for people: a banner once, one line per job from bgcore, nothing alarming
+        text = log.read_text()
+        assert text.count("bgcore start: bench ") == 1 and "Redis at redis://127.0.0.1:" in text
+        assert f"{BGCORE_EXE} --bench {bench} doctor" in text
+        assert "INFO demo_app: hello from site=" in text and "WARNING demo_app" not in text
+        assert "INFO bgcore.scheduler.daemon: scheduler leading" in text
+        assert " INFO rq." not in text and "job site=site1.localhost" in text
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0

@@ -3,7 +3,8 @@
 Tables defined here: ``document`` (every document of every doctype, as JSON
 keyed by doctype and name) and ``job_log`` (failed jobs, and successful jobs
 whose payload asks for a log row). Other parts (the scheduler registry) define
-their tables on the same ``metadata`` in their own modules.
+their tables on the same ``metadata`` in their own modules. Every time column is a
+:class:`~bgcore.db.types.UTCDateTime` (UTC, microseconds, read back aware).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -19,6 +19,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from bgcore.db.types import UTCDateTime
 
 metadata = MetaData()
 
@@ -28,8 +30,8 @@ document = Table(
     Column("doctype", String(140), primary_key=True),
     Column("name", String(140), primary_key=True),
     Column("data", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("modified_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("modified_at", UTCDateTime, nullable=False),
 )
 
 job_log = Table(
@@ -40,8 +42,8 @@ job_log = Table(
     Column("method", String(255), nullable=False),
     Column("queue", String(140), nullable=True),
     Column("status", String(20), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=False),
     Column("duration_ms", Integer, nullable=False),
     Column("exception", Text, nullable=True),
     Column("traceback", Text, nullable=True),

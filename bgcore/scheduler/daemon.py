@@ -23,20 +23,22 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
 import schedule
+from sqlalchemy.exc import SQLAlchemyError
 
-from bgcore import keys
+from bgcore import clock, keys, retention
 from bgcore.bench import Bench
 from bgcore.config import COMMON_CONFIG, seconds_setting
-from bgcore.errors import BgcoreError, ConfigError
-from bgcore.scheduler.clock import Monotonic, MonotonicScheduler
 from bgcore.engine.outage import OUTAGE_ERRORS, Outage
-from bgcore.scheduler.lease import Lease, lease_seconds, new_holder
+from bgcore.errors import BgcoreError, ConfigError
+from bgcore.scheduler import presence
+from bgcore.scheduler.clock import Monotonic, MonotonicScheduler
+from bgcore.scheduler.lease import Lease, current_holder, lease_seconds, new_holder
 from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
 from bgcore.scheduler.overlap import blocked_events
@@ -47,14 +49,15 @@ from bgcore.scheduler.watch import HooksWatcher, current_fingerprints, find_stal
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESCAN_SECONDS = 10.0
+# The leader prunes old failed jobs and job-log rows this often, a few sites per step.
+RETENTION_SECONDS = 600.0
+RETENTION_SITES_PER_STEP = 20
 # A site that failed to load (database down, bad config) is tried again this often.
 RETRY_FAILED_SECONDS = 60.0
-Clock = Callable[[], datetime]
+Clock = clock.Clock
 
 
-def utcnow() -> datetime:
-    """The daemon's one clock seam: aware UTC now."""
-    return datetime.now(timezone.utc)
+utcnow = clock.utcnow  # the daemon's clock seam (tests pass their own ``clock=``)
 
 
 def _positive(bench: Bench, key: str, default: float) -> float:
@@ -90,6 +93,10 @@ class SchedulerDaemon:
         self._warned: set[tuple[str, str]] = set()
         self._failed: dict[str, float] = {}  # site -> monotonic time of its last failed load
         self.errors: dict[str, str] = {}  # site -> why it is not scheduled (published for ``scheduler status``)
+        self.last_tick: datetime | None = None  # when this daemon last ticked as leader (for ``bgcore doctor``)
+        self._standby_under: str | None = ""  # the leader last logged while standing by ("" = not logged yet)
+        self._prune_cursor = 0  # where the next retention step starts in the list of sites
+        self._held_back: set[tuple[str, str]] = set()  # (site, event) logged as "last run still queued"
 
     # -- sites ------------------------------------------------------------------
     def rescan(self) -> None:
@@ -229,13 +236,27 @@ class SchedulerDaemon:
             self._renewed_at = started
         if held and not self.leading:
             self.leading = True
-            logger.warning("scheduler leading bench=%s holder=%s", self.bench.bench_id, self.lease.holder)
+            logger.info("scheduler leading bench=%s holder=%s", self.bench.bench_id, self.lease.holder)
             self._refresh_last_runs()
             for interval in list(self._tick_jobs):
                 self._guard(self.tick, interval)
         elif not held and self.leading:
             self.leading = False
             logger.warning("scheduler lost the lease bench=%s; standing by", self.bench.bench_id)
+        if not held:
+            self._log_standby()
+        else:
+            self._standby_under = ""
+        presence.publish(self.redis, self.bench.bench_id, self.lease.holder, role="leader" if held else "standby",
+                         now=self.clock(), last_tick=self.last_tick, lease_seconds=self.lease.seconds)
+
+    def _log_standby(self) -> None:
+        """Say once, and again when the leader changes, that this daemon stands by and who leads."""
+        leader = current_holder(self.redis, self.bench.bench_id)
+        if leader != self._standby_under:
+            self._standby_under = leader
+            logger.info("scheduler standby bench=%s holder=%s: %s", self.bench.bench_id, self.lease.holder,
+                        f"leader is {leader}" if leader else "no leader right now; trying to take the lease")
 
     def _refresh_last_runs(self) -> None:
         """Take over the last runs another leader recorded while this daemon stood by."""
@@ -253,6 +274,7 @@ class SchedulerDaemon:
         if not self.lease.valid():
             return []
         now = now or self.clock()
+        self.last_tick = now
         self._check_hooks(self.watcher.changed())
         due = self.timetable.due(interval, now)
         if not due:
@@ -286,9 +308,12 @@ class SchedulerDaemon:
                                  now=now)
         go = [o for items in runnable.values() for o in items if (o.site, o.event_id) not in blocked]
         wait = [o for items in runnable.values() for o in items if (o.site, o.event_id) in blocked]
-        for occ in wait:
-            logger.info("site=%s event=%s method=%s: last run still queued or running; not queued again",
-                        occ.site, occ.event_id, occ.method)
+        for occ in wait:  # said once per event until it runs again, not on every tick
+            if (occ.site, occ.event_id) not in self._held_back:
+                self._held_back.add((occ.site, occ.event_id))
+                logger.info("site=%s event=%s method=%s: last run still queued or running; not queued again "
+                            "until it ends (said once)", occ.site, occ.event_id, occ.method)
+        self._held_back.difference_update((o.site, o.event_id) for o in go)
         self.timetable.retry(wait, now + timedelta(seconds=interval))
         report = enqueue_occurrences(self.bench, go, keep_going=self._keep_lease)
         self.timetable.retry(report.skipped, now + timedelta(seconds=interval))
@@ -312,6 +337,29 @@ class SchedulerDaemon:
                 return False
             self._renewed_at = moment
         return self.lease.valid(moment)
+
+    # -- retention --------------------------------------------------------------
+    def prune(self, now: datetime | None = None) -> int:
+        """Leader only: drop failed jobs past ``failure_ttl`` and, for the next few sites, old job-log rows.
+
+        Each call does small batches (see :mod:`bgcore.retention`); returns how much went.
+        """
+        if not self.leading or not self.lease.valid():
+            return 0
+        now = now or self.clock()
+        removed = retention.prune_failed_jobs(self.bench, now)
+        names = self.bench.site_names()
+        if not names:
+            return removed
+        start = self._prune_cursor % len(names)
+        chosen = (names[start:] + names[:start])[:RETENTION_SITES_PER_STEP]
+        self._prune_cursor = start + len(chosen)
+        for name in chosen:
+            try:
+                removed += retention.prune_job_log(self.bench, name, now)
+            except (BgcoreError, SQLAlchemyError) as exc:  # one site's database must not stop the others
+                logger.warning("job log not pruned site=%s: %s", name, exc)
+        return removed
 
     # -- loop -------------------------------------------------------------------
     def _guard(self, step: Callable[..., Any], *args: Any) -> None:
@@ -340,6 +388,7 @@ class SchedulerDaemon:
         self._guard(self.lease_step)
         self._every(self.lease.renew_every).do(self._guard, self.lease_step)
         self._every(self.rescan_seconds).do(self._guard, self.rescan)
+        self._every(RETENTION_SECONDS).do(self._guard, self.prune)
         try:
             while not stop.is_set():
                 self.scheduler.run_pending()
@@ -352,6 +401,7 @@ class SchedulerDaemon:
             self.watcher.stop()
             try:
                 self.lease.release()
+                presence.withdraw(self.redis, self.bench.bench_id, self.lease.holder)
             except redis.RedisError:
                 pass
             logger.info("scheduler stopped bench=%s", self.bench.bench_id)

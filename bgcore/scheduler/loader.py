@@ -97,7 +97,7 @@ def read_snapshot(bench: Bench, config: SiteConfig, version: Any) -> RegistrySna
     active = [e for e in events if not e.stopped]
     return RegistrySnapshot(
         version=version,
-        events={e.event_id: TimedEvent(event_id=e.event_id, method=e.method, queue=e.queue, cron=e.cron,
+        events={e.event_id: TimedEvent(event_id=e.event_id, method=e.method, queue=e.queue, cron=e.effective_cron,
                                        timeout=e.timeout, app=e.app, frequency=e.frequency) for e in active},
         seeds={e.event_id: e.last_run_or_registration.timestamp() for e in active},
         fingerprints=fingerprints,

@@ -17,45 +17,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 
 from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.db.schema import metadata
+from bgcore.db.types import UTCDateTime
 from bgcore.errors import ConfigError, InvalidArgument, RedisUnavailable
-from bgcore.scheduler.due import next_run, zone
+from bgcore.scheduler.due import next_run, normalize_cron, zone
 from bgcore.scheduler.events import EventSpec, load_site_events
 
 logger = logging.getLogger(__name__)
 
 UTC = timezone.utc
 DEFAULT_TIME_ZONE = "UTC"
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """An aware datetime stored as UTC; read back aware (SQLite keeps no offset)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):  # keep microseconds (DATETIME drops them)
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
-        return dialect.type_descriptor(sa.DateTime(timezone=True))
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise InvalidArgument(f"{value!r} is a naive datetime; the registry stores aware times only")
-        utc = value.astimezone(UTC)
-        return utc.replace(tzinfo=None) if dialect.name in ("sqlite", "mysql", "mariadb") else utc
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 scheduled_event = sa.Table(
@@ -74,6 +49,8 @@ scheduled_event = sa.Table(
     sa.Column("last_status", sa.String(32), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("next_run", UTCDateTime, nullable=True),
+    # Per-site control ("Scheduled Job Type"): kept across migrate, which only rewrites the spec columns.
+    sa.Column("cron_override", sa.String(255), nullable=True),
 )
 
 app_hooks = sa.Table(
@@ -99,6 +76,12 @@ class RegisteredEvent(EventSpec):
     next_run: datetime | None = None
     stopped: bool = False
     timeout: int | None = None
+    cron_override: str | None = None
+
+    @property
+    def effective_cron(self) -> str | None:
+        """The expression the scheduler follows: the site's override, else the hooks' (None: every tick)."""
+        return self.cron_override or self.cron
 
     @property
     def spec(self) -> EventSpec:
@@ -263,6 +246,7 @@ def load_registry(connection: Connection) -> list[RegisteredEvent]:
             app=row.app, method=row.method, frequency=row.frequency, cron=row.cron, queue=row.queue,
             registered_at=row.registered_at, last_execution=row.last_execution, last_status=row.last_status,
             last_error=row.last_error, next_run=row.next_run, stopped=bool(row.stopped), timeout=row.timeout,
+            cron_override=row.cron_override,
         )
         for row in connection.execute(query)
     ]
@@ -293,4 +277,27 @@ def record_run(
     if next_at is not None:
         values["next_run"] = next_at
     result = connection.execute(sa.update(scheduled_event).where(scheduled_event.c.event_id == event_id).values(**values))
+    return bool(result.rowcount)
+
+
+def set_event_control(connection: Connection, event_id: str, *, stopped: bool | None = None,
+                      cron_override: str | None = None, reset_cron: bool = False) -> bool:
+    """Stop or start one event of the connection's site, and/or override or reset its cron expression.
+
+    ``cron_override`` is normalised first (:class:`~bgcore.errors.InvalidCron`
+    for a bad one). Kept across ``bgcore migrate``. Returns False for an unknown
+    event. The caller bumps the registry version after its commit, so a running
+    daemon reloads the site.
+    """
+    values: dict[str, Any] = {}
+    if stopped is not None:
+        values["stopped"] = stopped
+    if reset_cron:
+        values["cron_override"] = None
+    elif cron_override is not None:
+        values["cron_override"] = normalize_cron(cron_override)
+    if not values:
+        raise InvalidArgument("nothing to change: give stopped, cron_override or reset_cron")
+    result = connection.execute(
+        sa.update(scheduled_event).where(scheduled_event.c.event_id == event_id).values(**values))
     return bool(result.rowcount)

@@ -59,14 +59,13 @@ class EventStatus:
     next_run: datetime | None
     last_status: str | None
     last_error: str | None = None
+    stopped: bool = False
+    cron_override: str | None = None
 
 
 def sites_of(bench: Bench, site: str) -> list[str]:
-    """``--site`` as a list: every site for ``all``, else the one named (checked)."""
-    if site == "all":
-        return bench.site_names()
-    bench.site_config(site)
-    return [site]
+    """``--site`` as a list: every site for ``all``, else the one named (checked); see :meth:`Bench.sites_named`."""
+    return bench.sites_named(site)
 
 
 def config_error(config: SiteConfig) -> str | None:
@@ -154,8 +153,8 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
         if last is not None and last <= event.registered_at:
             last = None  # the seed the daemon wrote at registration: never ran yet
         base = last or event.registered_at
-        if event.cron:
-            upcoming = next_run(event.cron, base, tz)
+        if event.effective_cron:
+            upcoming = next_run(event.effective_cron, base, tz)
         else:
             upcoming = base + timedelta(seconds=interval)
         log_status, log_error = logged.get(event.event_id, (None, None))
@@ -163,9 +162,10 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
         rows.append(EventStatus(
             event_id=event.event_id, app=event.app, method=event.method, frequency=event.frequency,
             cron=event.cron, queue=event.queue, last_run=last.astimezone(local) if last else None,
-            next_run=max(upcoming, now).astimezone(local),
+            next_run=None if event.stopped else max(upcoming, now).astimezone(local),
             last_status=live or log_status or status or event.last_status,
             last_error=None if live else (log_error or event.last_error),
+            stopped=event.stopped, cron_override=event.cron_override,
         ))
     return rows
 
@@ -175,13 +175,11 @@ def _frequency(event: Any) -> str:
     return f"{event.frequency} {event.cron!r}" if event.frequency.startswith("cron") else str(event.frequency)
 
 
-def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
-    """Enqueue one run of the registered event ``method`` (a method path or an event id) of ``site`` now.
+def find_event(bench: Bench, site: str, method: str) -> Any:
+    """The registered event ``method`` (a method path or an event id) of ``site``.
 
-    A method registered under several events is ambiguous: :class:`InvalidArgument`
-    lists their event ids and frequencies. The run is logged like a scheduled one
-    and becomes the event's last job (so the daemon does not queue the event again
-    while it is queued or running); it does not move the event's schedule.
+    :class:`InvalidArgument` when there is none (with a "did you mean") or when
+    the method is registered under several events (listing their event ids).
     """
     events, _ = read_registry(bench, bench.site_config(site))
     matches = [e for e in events if e.event_id == method] or [e for e in events if e.method == method]
@@ -199,9 +197,58 @@ def trigger_event(bench: Bench, site: str, method: str, now: datetime) -> Any:
             f"site {site!r}: {method} is registered under {len(matches)} events: {listed}; "
             "pass the event id of the one to run instead of the method"
         )
-    event = matches[0]
+    return matches[0]
+
+
+def has_event(bench: Bench, site: str, method: str) -> bool:
+    """Whether ``site`` registers an event ``method`` (a method path or an event id), ambiguous or not."""
+    events, _ = read_registry(bench, bench.site_config(site))
+    return any(method in (e.event_id, e.method) for e in events)
+
+
+def trigger_event(bench: Bench, site: str, method: str, now: datetime, *, job_name: str | None = None) -> Any:
+    """Enqueue one run of the registered event ``method`` (a method path or an event id) of ``site`` now.
+
+    A method registered under several events is ambiguous: :class:`InvalidArgument`
+    lists their event ids and frequencies. The run is logged like a scheduled one
+    and becomes the event's last job (so the daemon does not queue the event again
+    while it is queued or running); it does not move the event's schedule.
+    ``job_name`` defaults to the method.
+    """
+    event = find_event(bench, site, method)
     with site_context(bench, site):
-        job = enqueue(event.method, queue=event.queue, timeout=event.timeout, job_name=event.method,
+        job = enqueue(event.method, queue=event.queue, timeout=event.timeout, job_name=job_name or event.method,
                       job_id=f"trigger-{event.event_id}-{int(now.timestamp() * 1000)}", _log_event=event.event_id)
     bench.redis().hset(keys.scheduler_last_job(bench.bench_id, site), event.event_id, job.id)
     return job
+
+
+def run_event_now(bench: Bench, site: str, method: str) -> Any:
+    """Run the registered event ``method`` of ``site`` here, in the site's transaction; return its result.
+
+    Not a scheduled run: no job, no job-log row, the event's schedule does not move.
+    """
+    from bgcore import connect
+
+    event = find_event(bench, site, method)
+    with connect(site, bench):
+        return enqueue(event.method, now=True)
+
+
+def control_event(bench: Bench, site: str, method: str, *, stopped: bool | None = None,
+                  cron: str | None = None, reset_cron: bool = False) -> Any:
+    """Stop/start the event ``method`` (a method path or event id) of ``site``, or override/reset its cron.
+
+    Stored in the site's registry (kept across migrate); the registry version is
+    bumped after the commit, so a running daemon obeys without a restart.
+    Returns the event as it was found.
+    """
+    from bgcore.db.engines import database_for
+    from bgcore.scheduler.registry import bump_registry_version, set_event_control
+
+    event = find_event(bench, site, method)
+    database = database_for(bench, bench.site_config(site))
+    with database.transaction() as connection:
+        set_event_control(connection, event.event_id, stopped=stopped, cron_override=cron, reset_cron=reset_cron)
+    bump_registry_version(bench, site)
+    return event
