@@ -90,7 +90,7 @@ def test_job_kwargs_escape_hatch_passes_names_that_collide_with_options(bench_di
      r"argument n\[1\]\['x'\] of testapp.tasks.echo"),
     (dict(method="testapp.tasks.echo", n=float("nan")), SerializationError, "argument n of"),
     (dict(method="testapp.tasks.noop", x=1), InvalidArgument,
-     r"testapp.tasks.noop\(\) cannot take these arguments: got an unexpected keyword argument 'x'"),
+     r"testapp.tasks.noop\(\) cannot take these arguments: unexpected keyword argument 'x'"),
     (dict(method="testapp.tasks.add", a=1), InvalidArgument,
      r"testapp.tasks.add\(a, b\) cannot take these arguments: missing a required argument: 'b'"),
 ])

@@ -11,11 +11,9 @@ every site that does not override it.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from bgcore.bench import Bench, SiteConfig
 from bgcore.config import SITE_CONFIG, read_json_config
@@ -68,16 +66,15 @@ def set_switch(bench: Bench, site: str, switch: Switch, on: bool) -> Path:
     return path
 
 
-def write_json_atomic(path: Path, data: dict[str, object]) -> None:
-    """Replace ``path`` by ``data`` as indented JSON in one atomic rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` by ``data`` as JSON in one atomic rename, keeping the file's indentation.
+
+    One writer for every config edit (bgcore.site_admin.write_json_keeping_format).
+    """
+    from bgcore.site_admin import write_json_keeping_format
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        like: str | None = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        like = None
+    write_json_keeping_format(path, data, like=like)
