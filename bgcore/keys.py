@@ -151,6 +151,11 @@ def queue_wake(bench_id: str, queue: str) -> str:
     return bench_key(bench_id, "queue", queue, "wake")
 
 
+def held_sites(bench_id: str) -> str:
+    """Set: sites whose jobs workers leave queued (``hold_jobs``); kept in step with the site configs."""
+    return bench_key(bench_id, "held_sites")
+
+
 def bench_workers(bench_id: str) -> str:
     """Set: the names of the bench's horses that registered and were not yet forgotten (for recovery)."""
     return bench_key(bench_id, "workers")

@@ -629,3 +629,29 @@ def test_a_requeued_job_goes_back_to_the_head_of_its_site_list(bench_dir: BenchD
     order = [t.job_id for t in take_and_finish(the_broker, [(QUEUE, TIMEOUT)])]
     assert order == [b_id, a_ids[0], a_ids[1]]
     assert all(fetch(bench, job_id).get_status() == JobStatus.FINISHED for job_id in order)
+
+
+def test_a_held_sites_jobs_stay_queued_while_the_others_run_and_run_once_released(bench_dir: BenchDir) -> None:
+    from bgcore.holds import set_hold, sync_holds
+
+    # Given jobs of two sites, and a.test holding its jobs (bgcore hold-jobs on)
+    bench = bench_dir.bench()
+    held = enqueue_jobs(bench, "a.test", 3)
+    free = enqueue_jobs(bench, "b.test", 2)
+    set_hold(bench, "a.test", True)
+    # When a burst horse drains what it may take
+    horse = Horse(bench, [bench.queues[QUEUE]], name=WORKER, index=0, slots=Slots(1),
+                  middleware=default_middleware(bench, timeouts=False), limits=HorseLimits(1000, 4096), burst=True)
+    assert horse.run() == HorseExit.STOPPED
+    # Then b.test's jobs ran and a.test's are still queued, in order
+    assert [status_of(bench, i) for i in free] == ["finished", "finished"]
+    assert broker(bench).queued_ids(QUEUE, "a.test") == held
+    # When the hold is released by a hand edit of site_config.json, a pool's sync sees it
+    bench_dir.add_site("a.test")  # rewrites the file without hold_jobs
+    assert sync_holds(bench) == set()
+    assert horse.run() == HorseExit.STOPPED
+    assert [status_of(bench, i) for i in held] == ["finished"] * 3
+
+
+def status_of(bench: Bench, job_id: str) -> str:
+    return str(Job.fetch(job_id, connection=bench.redis(), serializer=SERIALIZER).get_status().value)

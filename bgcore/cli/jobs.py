@@ -219,8 +219,8 @@ def _sites_with_jobs(state: CliState, queue: str | None) -> set[str]:
 def hold_jobs_cmd(state: CliState, mode: str, site: str) -> None:
     """Hold SITE's jobs (on) or release them (off): sets hold_jobs in its site_config.json.
 
-    While held, workers are to leave the site's jobs queued (that part is the
-    worker engine's); 'bgcore enqueue' warns.
+    While held, workers pass the site's turns and leave its jobs queued (other
+    sites run as usual); 'bgcore enqueue' warns. Released, the jobs run.
     """
     for name in state.bench.sites_named(site):
         set_hold(state.bench, name, mode == "on")

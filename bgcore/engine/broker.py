@@ -139,7 +139,8 @@ class Broker:
                         *(keys.queue_ring(self.bench_id, n) for n in names),
                         *(keys.started_registry(n) for n in rq_names),
                         *(keys.queue_wake(self.bench_id, n) for n in names),
-                        *(keys.queue_scheduled(self.bench_id, n) for n in names)]
+                        *(keys.queue_scheduled(self.bench_id, n) for n in names),
+                        keys.held_sites(self.bench_id)]
             tail = [*(keys.site_queue_prefix(self.bench_id, n) for n in names), *(t for _, t in queues)]
             cached = self._take_keys[(worker, names)] = (key_list, tail)
         key_list, tail = cached
@@ -242,6 +243,21 @@ class Broker:
         """The bench queue a job belongs to (from its hash's ``origin``), or None if it is gone."""
         origin = self.redis.hget(keys.rq_job(job_id), "origin")
         return keys.queue_of(self.bench_id, _text(origin)) if origin is not None else None
+
+    def hold(self, site: str, on: bool, queues: Sequence[str]) -> None:
+        """Mark ``site``'s jobs held (takes pass its turns) or released (idle horses of ``queues`` are woken)."""
+        if on:
+            self.redis.sadd(keys.held_sites(self.bench_id), site)
+            return
+        with self.redis.pipeline() as pipe:
+            pipe.srem(keys.held_sites(self.bench_id), site)
+            for name in queues:
+                pipe.rpush(keys.queue_wake(self.bench_id, name), "1")
+            pipe.execute()
+
+    def held(self) -> set[str]:
+        """The sites whose jobs are held."""
+        return {_text(s) for s in self.redis.smembers(keys.held_sites(self.bench_id))}
 
     def failed_ids(self, queue: str, site: str) -> list[str]:
         """Ids of ``site``'s jobs in ``queue``'s failed registry (exact site match), oldest first."""

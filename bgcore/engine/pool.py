@@ -51,6 +51,7 @@ from bgcore.engine.middleware import default_middleware
 from bgcore.engine.settings import EngineSettings
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.errors import BgcoreError
+from bgcore.holds import sync_holds
 from bgcore.processes import die_with_parent
 from bgcore.queues import QueueSpec
 from bgcore.engine.recovery import forget, recover_dead_workers, settle_lost_jobs
@@ -114,6 +115,7 @@ class Pool:
         self.middleware = default_middleware(self.bench, timeouts=True)
         self.outage.call(partial(recover_dead_workers, self.bench, self.broker, retry_defaults=self.retry_defaults,
                                  middleware=self.middleware, this_host=self.hostname))
+        self.outage.call(partial(sync_holds, self.bench))
         previous = self._install_signals()
         gc.freeze()  # what is imported now is shared copy-on-write by every horse
         logger.info("pool pid=%s: %d horse(s) on queue(s) %s%s", os.getpid(), self.size,
@@ -293,6 +295,7 @@ class Pool:
             recover_dead_workers(self.bench, self.broker, retry_defaults=self.retry_defaults,
                                  middleware=self.middleware, this_host=self.hostname,
                                  skip={h.name for h in self.horses.values()})
+            sync_holds(self.bench)
         except OUTAGE_ERRORS as exc:
             self.outage.failed(exc)
             return

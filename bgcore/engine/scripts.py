@@ -70,7 +70,8 @@ end
 # Take the next job: the first queue (priority order) whose ring is not empty; in it, the site at
 # the head of the ring (which then goes to the tail if it has more jobs waiting). Due delayed jobs
 # are moved to their lists first.
-# K: processing list, then ring_1..ring_n, started_1..started_n, wake_1..wake_n, scheduled_1..n.
+# K: processing list, then ring_1..ring_n, started_1..started_n, wake_1..wake_n, scheduled_1..n,
+#    the bench's held sites (hold_jobs): their turns pass, their jobs stay queued.
 # A: n, now (epoch seconds), started_at (RQ time format), worker name, job hash prefix,
 #    registry grace seconds, then site-list prefix_1..prefix_n, default timeout_1..timeout_n.
 # Returns {queue index, job id, data, timeout, result_ttl, failure_ttl, number_of_retries} (the job
@@ -88,26 +89,36 @@ local function take(K, A)
   for i = 1, n do
     promote(K[1 + 3 * n + i], K[1 + i], A[6 + i], A[5], now)
   end
+  local held = K[2 + 4 * n]
+  local holding = redis.call('SCARD', held) > 0
   for i = 1, n do
     local ring = K[1 + i]
     local drained = false
+    local passed, waiting = 0, 0
+    if holding then waiting = redis.call('LLEN', ring) end
     for _ = 1, 100 do
       local site = redis.call('LPOP', ring)
       if not site then drained = true break end
-      local list = A[6 + i] .. site
-      local id = redis.call('LPOP', list)
-      if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, site) end
-      if id then
-        local key = A[5] .. id
-        local got = redis.call('HMGET', key, 'status', 'timeout', 'data', 'result_ttl', 'failure_ttl',
-                               'number_of_retries')
-        if got[1] == 'queued' then
-          local timeout = tonumber(got[2] or '') or tonumber(A[6 + n + i])
-          if timeout < 0 then timeout = 365 * 24 * 3600 end
-          redis.call('HSET', key, 'status', 'started', 'started_at', A[3], 'worker_name', A[4])
-          redis.call('ZADD', K[1 + n + i], now + timeout + tonumber(A[6]), id .. ':' .. A[4])
-          redis.call('LPUSH', K[1], id)
-          return {i, id, got[3], got[2], got[4], got[5], got[6]}
+      if holding and redis.call('SISMEMBER', held, site) == 1 then
+        redis.call('RPUSH', ring, site)  -- a held site's turn passes; its jobs stay queued
+        passed = passed + 1
+        if passed >= waiting then drained = true break end  -- every site left is held
+      else
+        local list = A[6 + i] .. site
+        local id = redis.call('LPOP', list)
+        if redis.call('LLEN', list) > 0 then redis.call('RPUSH', ring, site) end
+        if id then
+          local key = A[5] .. id
+          local got = redis.call('HMGET', key, 'status', 'timeout', 'data', 'result_ttl', 'failure_ttl',
+                                 'number_of_retries')
+          if got[1] == 'queued' then
+            local timeout = tonumber(got[2] or '') or tonumber(A[6 + n + i])
+            if timeout < 0 then timeout = 365 * 24 * 3600 end
+            redis.call('HSET', key, 'status', 'started', 'started_at', A[3], 'worker_name', A[4])
+            redis.call('ZADD', K[1 + n + i], now + timeout + tonumber(A[6]), id .. ':' .. A[4])
+            redis.call('LPUSH', K[1], id)
+            return {i, id, got[3], got[2], got[4], got[5], got[6]}
+          end
         end
       end
     end
