@@ -26,6 +26,7 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[test,embedded,postgres,mariadb,bench]'
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.workers
+	$(BIN)/python -m benchmarks.faults
 
 clean:
 	rm -rf $(VENV) .bgcore
