@@ -16,10 +16,10 @@ enqueue
 drain
     The slice's jobs are enqueued first (bgcore's spread over two sites), then
     only the burst worker run is timed (``--drain-jobs`` per round): ``bgcore.worker.run_worker(bench,
-    "default", burst=True, quiet=True)`` against a plain forking ``rq.Worker``
-    on one queue with ``work(burst=True, logging_level="WARNING")``, so both
-    fork one work horse per job and log at the same level. Every job must end
-    in the finished registry, or the run is reported as broken.
+    "default", burst=True, quiet=True)`` (bgcore's engine: a pool of one long-lived
+    work-horse, forked once) against a plain forking ``rq.Worker`` on one queue with
+    ``work(burst=True, logging_level="WARNING")`` (one work horse forked per job), both
+    logging at the same level. Every job must end in the finished registry, or the run is reported as broken.
 
 Redis is a private ``redis-server`` (from PATH) on a free loopback port,
 flushed before every timed run and stopped by its PID at the end (also on
@@ -231,8 +231,16 @@ class Contenders:
 
         return Queue(name, connection=self.client)
 
+    def _waiting(self, name: str) -> int:
+        """Jobs waiting in RQ queue ``name``: bgcore's per-site lists for the bench's queue, RQ's list otherwise."""
+        from bgcore.jobs import queued_count
+
+        if name == self.bg_queue_name:
+            return queued_count(self.bench, "default")
+        return int(self._queue(name).count)
+
     def _check_queued(self, name: str, n: int) -> None:
-        count = self._queue(name).count
+        count = self._waiting(name)
         if count != n:
             raise RuntimeError(f"queue {name}: {count} jobs queued, expected {n}")
 
@@ -240,7 +248,7 @@ class Contenders:
         from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
         queue = self._queue(name)
-        left = queue.count
+        left = self._waiting(name)
         if left:
             raise RuntimeError(f"{who} worker left {left} of {n} jobs queued")
         finished = FinishedJobRegistry(queue=queue).count
@@ -378,7 +386,7 @@ def _run(args: argparse.Namespace, bench_path: Path, url: str) -> None:
 
     print(
         f"\ndrain: {args.drain_jobs:,} pre-enqueued jobs per round and contender, in {args.slices} "
-        "alternating slices; forking burst worker, log level WARNING, only the worker run timed"
+        "alternating slices; burst workers (bgcore: a pool of one horse; rq: a fork per job), log level WARNING, only the worker run timed"
     )
     bg_times, rq_times = _rounds(args.rounds, args.drain_jobs, args.slices, c.drain_bgcore, c.drain_rq)
     bg = _line("bgcore run_worker", args.drain_jobs, bg_times, "(worker + horses)")
