@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -109,11 +110,7 @@ def create_database(name: str, db_url: str, db_root_url: str | None = None) -> b
     quoted = engine.dialect.identifier_preparer.quote(database)
     try:
         with engine.connect() as conn:
-            if admin.get_backend_name() == "postgresql":
-                exists = conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).first()
-            else:
-                exists = conn.exec_driver_sql("SHOW DATABASES LIKE %s", (database,)).first()
-            if exists:
+            if _exists(conn, admin.get_backend_name(), database):
                 return False
             conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
     except sa_exc.DBAPIError as exc:
@@ -128,6 +125,13 @@ def create_database(name: str, db_url: str, db_root_url: str | None = None) -> b
     return True
 
 
+def _exists(conn: Any, backend: str, database: str) -> bool:
+    """Whether the server behind ``conn`` (PostgreSQL or MariaDB) has a database named ``database``."""
+    if backend == "postgresql":
+        return conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).first() is not None
+    return conn.exec_driver_sql("SHOW DATABASES LIKE %s", (database,)).first() is not None
+
+
 def drop_database(name: str, db_url: str, db_root_url: str | None = None) -> bool:
     """Drop the database of ``db_url`` (PostgreSQL: after ending its sessions); True if it existed."""
     admin, database = _admin_url(db_url, db_root_url)
@@ -135,12 +139,10 @@ def drop_database(name: str, db_url: str, db_root_url: str | None = None) -> boo
     quoted = engine.dialect.identifier_preparer.quote(database)
     try:
         with engine.connect() as conn:
+            exists = _exists(conn, admin.get_backend_name(), database)
             if admin.get_backend_name() == "postgresql":
-                exists = conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).first()
                 conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                                      "AND pid <> pg_backend_pid()", (database,))
-            else:
-                exists = conn.exec_driver_sql("SHOW DATABASES LIKE %s", (database,)).first()
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
     except sa_exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0]
@@ -148,7 +150,7 @@ def drop_database(name: str, db_url: str, db_root_url: str | None = None) -> boo
                                   "with the right to drop it in --db-root-url") from None
     finally:
         engine.dispose()
-    return exists is not None
+    return exists
 
 
 def _check_url(name: str, db_url: str) -> None:
