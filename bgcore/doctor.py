@@ -21,6 +21,7 @@ from typing import Any
 from redis import RedisError
 from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.utils import as_text
 
 from bgcore import keys
 from bgcore.bench import Bench
@@ -154,7 +155,7 @@ def _oldest_enqueued(bench: Bench, queue: str, sites: list[str]) -> datetime | N
     with redis.pipeline(transaction=False) as pipe:
         for site in sites:
             pipe.lrange(keys.site_queue(bench.bench_id, queue, site), 0, HEADS_PER_SITE - 1)
-        ids = [_text(i) for head in pipe.execute() for i in head]
+        ids = [as_text(i) for head in pipe.execute() for i in head]
     with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
             pipe.hget(keys.rq_job(job_id), "enqueued_at")
@@ -167,7 +168,7 @@ def _parse_time(value: Any) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(_text(value).replace("Z", "+00:00"))
+        return datetime.fromisoformat(as_text(value).replace("Z", "+00:00"))
     except ValueError:
         return None
 
@@ -213,13 +214,13 @@ def _workers_per_queue(bench: Bench) -> dict[str, int]:
     prefix = keys.queue_prefix(bench.bench_id)
     this_host = socket.gethostname()
     redis = bench.redis()
-    names = sorted(_text(n) for n in redis.smembers(keys.RQ_WORKERS))
+    names = sorted(as_text(n) for n in redis.smembers(keys.RQ_WORKERS))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hmget(name, ["pid", "hostname", "pool_pid", "queues"])
         records = pipe.execute()
     counts: dict[str, int] = {}
-    for pid, hostname, pool_pid, queues in ((_text(v) if v is not None else None for v in r) for r in records):
+    for pid, hostname, pool_pid, queues in ((as_text(v) if v is not None else None for v in r) for r in records):
         if not worker_alive(pid, hostname, this_host=this_host):
             continue
         if pool_pid and not worker_alive(pool_pid, hostname, this_host=this_host):
@@ -229,9 +230,6 @@ def _workers_per_queue(bench: Bench) -> dict[str, int]:
                 counts[name] = counts.get(name, 0) + 1
     return counts
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _site_problems(bench: Bench) -> list[str]:

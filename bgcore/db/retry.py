@@ -9,8 +9,6 @@ user, in the same site.
 
 from __future__ import annotations
 
-import copy
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -18,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bgcore.context import SiteContext
-
-logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 3
 BASE_DELAY = 0.05
@@ -72,35 +68,20 @@ def run_in_transaction(
 
     A transient database error is retried up to ``max_retries`` times; any other
     error (or the last transient one) is raised after the rollback. A method
-    that never touches the database opens no connection.
+    that never touches the database opens no connection. This is the worker's own
+    transaction step (``bgcore.engine.middleware.Transaction`` through the job
+    lifecycle), for code that runs a function in an open site context.
     """
-    attempt = 0
-    while True:
-        call_kwargs = copy.deepcopy(kwargs) if kwargs else {}
-        try:
-            result = function(**call_kwargs)
-            session = ctx.state.get("db")
-            if session is not None:
-                session.commit()
-            return result
-        except BaseException as exc:
-            session = ctx.state.get("db")
-            if session is not None:
-                _quiet_rollback(ctx, session)
-            if attempt >= max_retries or not is_transient(exc):
-                raise
-            attempt += 1
-            delay = backoff(attempt)
-            logger.warning(
-                "retrying site=%s job=%s attempt=%d/%d in %.2fs after transient database error: %s",
-                ctx.site, ctx.job_id, attempt, max_retries, delay, str(exc).splitlines()[0],
-            )
-            sleep(delay)
+    from bgcore.engine.lifecycle import JobRun, Middleware, perform
+    from bgcore.engine.middleware import Transaction
 
+    class _InContext(Middleware):
+        def before_job(self, run: JobRun) -> None:
+            run.ctx, run.function = ctx, function
 
-def _quiet_rollback(ctx: SiteContext, session: Any) -> None:
-    """Roll back without hiding the job's own error behind a rollback error."""
-    try:
-        session.rollback()
-    except Exception as exc:
-        logger.error("rollback failed site=%s job=%s: %s", ctx.site, ctx.job_id, exc)
+    run = JobRun(bench=ctx.bench, job_id=ctx.job_id, site=ctx.site, method=getattr(function, "__qualname__", ""),
+                 kwargs=kwargs, user=ctx.user)
+    perform(run, [_InContext(), Transaction(max_retries)], sleep=sleep)
+    if run.error is not None:
+        raise run.error
+    return run.result

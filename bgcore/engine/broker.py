@@ -21,7 +21,7 @@ import redis
 from rq.defaults import DEFAULT_FAILURE_TTL, DEFAULT_RESULT_TTL
 from rq.job import Job
 from rq.results import Result
-from rq.utils import utcformat
+from rq.utils import as_text, utcformat
 
 from bgcore import keys
 from bgcore.engine import scripts
@@ -156,7 +156,7 @@ class Broker:
             self.next_due = float(answer[1])
             return None
         index, job_id, data, timeout, result_ttl, failure_ttl, retries = answer
-        return Taken(queue=queues[int(index) - 1][0], job_id=_text(job_id), worker=worker, data=data,
+        return Taken(queue=queues[int(index) - 1][0], job_id=as_text(job_id), worker=worker, data=data,
                      timeout=_number(timeout), result_ttl=_number(result_ttl), failure_ttl=_number(failure_ttl),
                      retries=_number(retries) or 0)
 
@@ -225,7 +225,7 @@ class Broker:
         legacy = keys.rq_legacy_queue(keys.queue_name(self.bench_id, queue))
         moved, foreign = 0, []
         while (raw := self.redis.lpop(legacy)) is not None:
-            job_id = _text(raw)
+            job_id = as_text(raw)
             site = keys.site_of_job(job_id)
             if site is None:
                 foreign.append(job_id)
@@ -242,7 +242,7 @@ class Broker:
     def queue_of_job(self, job_id: str) -> str | None:
         """The bench queue a job belongs to (from its hash's ``origin``), or None if it is gone."""
         origin = self.redis.hget(keys.rq_job(job_id), "origin")
-        return keys.queue_of(self.bench_id, _text(origin)) if origin is not None else None
+        return keys.queue_of(self.bench_id, as_text(origin)) if origin is not None else None
 
     def hold(self, site: str, on: bool, queues: Sequence[str]) -> None:
         """Mark ``site``'s jobs held (takes pass its turns) or released (idle horses of ``queues`` are woken)."""
@@ -257,13 +257,13 @@ class Broker:
 
     def held(self) -> set[str]:
         """The sites whose jobs are held."""
-        return {_text(s) for s in self.redis.smembers(keys.held_sites(self.bench_id))}
+        return {as_text(s) for s in self.redis.smembers(keys.held_sites(self.bench_id))}
 
     def failed_ids(self, queue: str, site: str) -> list[str]:
         """Ids of ``site``'s jobs in ``queue``'s failed registry (exact site match), oldest first."""
         prefix = keys.site_job_prefix(site)
         rq_name = keys.queue_name(self.bench_id, queue)
-        return [i for i in (_text(m) for m in self.redis.zrange(keys.failed_registry(rq_name), 0, -1))
+        return [i for i in (as_text(m) for m in self.redis.zrange(keys.failed_registry(rq_name), 0, -1))
                 if i.startswith(prefix)]
 
     def settle_failed(self, job_id: str, queue: str, *, delete: bool) -> bool:
@@ -278,14 +278,14 @@ class Broker:
 
     def processing(self, worker: str) -> list[str]:
         """The jobs ``worker`` has taken and not finished."""
-        return [_text(i) for i in self.redis.lrange(keys.worker_processing(self.bench_id, worker), 0, -1)]
+        return [as_text(i) for i in self.redis.lrange(keys.worker_processing(self.bench_id, worker), 0, -1)]
 
     # -- looking at queues --------------------------------------------------------------------
     def depths(self, queue: str) -> dict[str, int]:
         """``site -> jobs waiting`` in ``queue``, for the sites that have any (one round trip)."""
         flat = self._depths(keys=[keys.queue_ring(self.bench_id, queue)],
                             args=[keys.site_queue_prefix(self.bench_id, queue)])
-        return {_text(site): int(n) for site, n in zip(flat[::2], flat[1::2])}
+        return {as_text(site): int(n) for site, n in zip(flat[::2], flat[1::2])}
 
     def depth(self, queue: str, site: str | None = None) -> int:
         """Jobs waiting in ``queue`` (of ``site`` only, if given)."""
@@ -300,7 +300,7 @@ class Broker:
             for name in sites:
                 pipe.lrange(keys.site_queue(self.bench_id, queue, name), 0, -1)
             lists = pipe.execute()
-        return [_text(i) for ids in lists for i in ids]
+        return [as_text(i) for ids in lists for i in ids]
 
     def scheduled(self, queue: str, site: str | None = None) -> list[tuple[str, float]]:
         """Delayed jobs of ``queue`` (of ``site`` only): ``(job id, due epoch seconds)``, soonest first.
@@ -309,7 +309,7 @@ class Broker:
         """
         found = []
         for member, score in self.redis.zrange(keys.queue_scheduled(self.bench_id, queue), 0, -1, withscores=True):
-            owner, _, job_id = _text(member).partition(" ")
+            owner, _, job_id = as_text(member).partition(" ")
             if site is None or owner == site:
                 found.append((job_id, float(score)))
         return found
@@ -319,7 +319,7 @@ class Broker:
         ids = self._purge(keys=[keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
                                 keys.queue_scheduled(self.bench_id, queue)],
                           args=[site, keys.rq_job("")])
-        return [_text(i) for i in ids]
+        return [as_text(i) for i in ids]
 
 
 def _result_entry(kind: Result.Type, worker: str, value: Any, error: str | None, started: float | None,
@@ -349,7 +349,4 @@ def _number(raw: Any) -> int | None:
     except ValueError:
         return None
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 

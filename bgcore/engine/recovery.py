@@ -31,6 +31,7 @@ from typing import Any
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.utils import as_text
 
 from bgcore import keys
 from bgcore.bench import Bench
@@ -88,13 +89,13 @@ def dead_workers(redis: Any, bench_id: str, *, this_host: str | None = None) -> 
     from bgcore.scheduler.overlap import worker_alive
 
     host = this_host or socket.gethostname()
-    names = sorted(_text(n) for n in redis.smembers(keys.bench_workers(bench_id)))
+    names = sorted(as_text(n) for n in redis.smembers(keys.bench_workers(bench_id)))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hmget(keys.rq_worker(name), ["pid", "hostname"])
         records = pipe.execute()
     return [name for name, (pid, hostname) in zip(names, records)
-            if not worker_alive(_text(pid) if pid else None, _text(hostname) if hostname else None, this_host=host)]
+            if not worker_alive(as_text(pid) if pid else None, as_text(hostname) if hostname else None, this_host=host)]
 
 
 def recover_dead_workers(bench: Bench, broker: Broker, *, retry_defaults: Mapping[str, Retry | None],
@@ -122,7 +123,7 @@ def _died(worker: str, job: Job) -> tuple[str, str]:
 
 def _queues_of(redis: Any, worker: str) -> list[str]:
     raw = redis.hget(keys.rq_worker(worker), "queues")
-    return [q for q in _text(raw).split(",") if q] if raw else []
+    return [q for q in as_text(raw).split(",") if q] if raw else []
 
 
 def forget(redis: Any, worker: str, bench_id: str, rq_queue_names: Iterable[str]) -> None:
@@ -135,6 +136,3 @@ def forget(redis: Any, worker: str, bench_id: str, rq_queue_names: Iterable[str]
             pipe.srem(keys.rq_queue_workers(rq_name), keys.rq_worker(worker))
         pipe.execute()
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
