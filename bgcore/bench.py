@@ -20,8 +20,9 @@ from types import MappingProxyType
 from typing import Any
 
 from bgcore.config import COMMON_CONFIG, SITE_CONFIG, merge, read_json_config
-from bgcore.errors import BenchNotFound, ConfigError, InvalidSiteName, SiteNotFound
-from bgcore.queues import QueueSpec, queue_specs
+from bgcore.config_schema import BenchSettings, SiteSettings, check_file
+from bgcore.errors import BenchNotFound, InvalidSiteName, SiteNotFound
+from bgcore.queues import DEFAULT_TIMEOUTS, QueueSpec
 
 BENCH_ENV = "BGCORE_BENCH"
 STATE_DIR = ".bgcore"
@@ -49,23 +50,35 @@ def validate_site_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    """The merged config of one site (bench keys overlaid by the site's own)."""
+    """The merged config of one site (bench keys overlaid by the site's own).
+
+    ``get`` gives a raw value (apps may keep their own keys here); :meth:`setting`
+    the checked, typed value of a key of :mod:`bgcore.config_schema`.
+    """
 
     name: str
     path: Path
     data: Mapping[str, Any] = field(repr=False)  # read-only: one SiteConfig serves many jobs
+    own: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)  # the site's file alone
+    bench_settings: BenchSettings | None = field(default=None, repr=False, compare=False)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
 
     @cached_property
+    def settings(self) -> SiteSettings:
+        """The site's keys checked against the schema (once per version of its files), over the bench's."""
+        own = self.own if self.own is not None else self.data
+        return SiteSettings(check_file(own, str(self.path / SITE_CONFIG), bench=False), self.bench_settings)
+
+    def setting(self, key: str) -> Any:
+        """The typed value of ``key`` for this site; :class:`~bgcore.errors.InvalidConfigValue` if it is wrong."""
+        return self.settings.get(key)
+
+    @cached_property
     def installed_apps(self) -> tuple[str, ...]:
-        apps = self.data.get("installed_apps", [])
-        if not isinstance(apps, list) or not all(isinstance(a, str) and a for a in apps):
-            raise ConfigError(
-                f"{self.path / SITE_CONFIG}: 'installed_apps' must be a list of app names, found {apps!r}"
-            )
-        return tuple(apps)
+        apps: tuple[str, ...] = self.setting("installed_apps")
+        return apps
 
 
 class Bench:
@@ -87,6 +100,7 @@ class Bench:
         self._site_configs: dict[str, tuple[dict[str, Any], dict[str, Any], SiteConfig]] = {}
         self._redis: Any = None
         self._queues: tuple[dict[str, Any], dict[str, QueueSpec]] | None = None
+        self._settings: tuple[dict[str, Any], BenchSettings] | None = None
         self._import_path_done = False
 
     @classmethod
@@ -121,17 +135,27 @@ class Bench:
         Hosts that serve one bench from several machines must set the same
         ``bench_id`` explicitly.
         """
-        configured = self.common_config.get("bench_id")
+        configured = self.settings.get("bench_id")
         if configured:
             return str(configured)
         return "bench-" + hashlib.sha1(str(self.path).encode()).hexdigest()[:10]
 
     @property
+    def settings(self) -> BenchSettings:
+        """``common_site_config.json`` checked against the schema; checked again only when the file changed."""
+        common = self.common_config
+        if self._settings is None or self._settings[0] is not common:
+            self._settings = (common, BenchSettings.of(common, str(self.sites_path / COMMON_CONFIG)))
+        return self._settings[1]
+
+    @property
     def queues(self) -> dict[str, QueueSpec]:
-        """The bench's queues; rebuilt only when ``common_site_config.json`` changed."""
+        """The bench's queues (defaults, then ``workers``); rebuilt only when ``common_site_config.json`` changed."""
         common = self.common_config
         if self._queues is None or self._queues[0] is not common:
-            self._queues = (common, queue_specs(common, str(self.sites_path / COMMON_CONFIG)))
+            specs = {name: QueueSpec(name, timeout) for name, timeout in DEFAULT_TIMEOUTS.items()}
+            specs.update(self.settings.get("workers"))
+            self._queues = (common, specs)
         return self._queues[1]
 
     @property
@@ -192,7 +216,8 @@ class Bench:
         cached = self._site_configs.get(name)
         if cached is not None and cached[0] is own and cached[1] is common:
             return cached[2]  # neither file changed: the same (read-only) config
-        config = SiteConfig(name=name, path=path, data=MappingProxyType(merge(common, own)))
+        config = SiteConfig(name=name, path=path, data=MappingProxyType(merge(common, own)),
+                            own=MappingProxyType(own), bench_settings=self.settings)
         self._site_configs[name] = (own, common, config)
         return config
 
@@ -201,12 +226,7 @@ class Bench:
         """Put the bench's ``apps_path`` directories on ``sys.path`` (once)."""
         if self._import_path_done:
             return
-        extra = self.common_config.get("apps_path", [])
-        if isinstance(extra, str):
-            extra = [extra]
-        if not isinstance(extra, list):
-            raise ConfigError(f"{self.sites_path / COMMON_CONFIG}: 'apps_path' must be a list of directories")
-        for entry in extra:
+        for entry in self.settings.get("apps_path"):
             directory = str((self.path / entry).resolve())
             if directory not in sys.path:
                 sys.path.insert(0, directory)

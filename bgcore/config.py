@@ -55,6 +55,9 @@ MAX_SECONDS = 86400.0  # a day: longer intervals are mistakes, and would overflo
 def seconds_setting(value: Any, *, key: str, where: str, maximum: float = MAX_SECONDS) -> float:
     """``value`` as a number of seconds in ``(0, maximum]``; else :class:`ConfigError` naming ``key`` and ``where``.
 
+    Config keys are no longer checked here but in :mod:`bgcore.config_schema`
+    (``Bench.settings`` / ``SiteConfig.setting``); this stays for values from elsewhere.
+
     Refuses booleans, strings, ``NaN``, infinities, zero, negatives and values
     over ``maximum`` (JSON lets ``1e12``, ``Infinity`` and ``NaN`` through).
     """

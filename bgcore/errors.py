@@ -132,3 +132,15 @@ class HooksError(BgcoreError):
             lines = "\n".join(f"  - {p}" for p in self.problems)
             message = f"{where}{len(self.problems)} problems in hooks:\n{lines}"
         super().__init__(message)
+
+
+class InvalidConfigValue(ConfigError):
+    """Raised when a config key has a value of the wrong type or out of its range.
+
+    ``file``, ``key`` (dotted for nested values: ``workers.short.timeout``),
+    ``value`` (as found, secrets masked) and ``expected`` say what and where.
+    """
+
+    def __init__(self, message: str, *, file: str, key: str, value: object, expected: str) -> None:
+        super().__init__(message)
+        self.file, self.key, self.value, self.expected = file, key, value, expected

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bgcore.errors import BgcoreError, ConfigError, UnknownQueue
+from bgcore.errors import UnknownQueue
 from bgcore.retry import Retry
 
 DEFAULT_TIMEOUTS: dict[str, int] = {"short": 300, "default": 300, "long": 1500}
@@ -30,29 +30,13 @@ class QueueSpec:
 def queue_specs(common: dict[str, Any], where: str = "common_site_config.json") -> dict[str, QueueSpec]:
     """The bench's queues by name, in priority order: defaults first, then custom ones.
 
-    The ``workers`` key may also tune a default queue (its timeout or pool size).
+    The ``workers`` key may also tune a default queue (its timeout or pool size);
+    it is checked by :mod:`bgcore.config_schema` (:class:`ConfigError` naming ``where``).
     """
-    workers = common.get("workers", {})
-    if workers is None:
-        workers = {}
-    if not isinstance(workers, dict):
-        raise ConfigError(f"{where}: 'workers' must be an object of queue name -> settings")
+    from bgcore.config_schema import check_value
+
     specs = {name: QueueSpec(name, timeout) for name, timeout in DEFAULT_TIMEOUTS.items()}
-    for name, settings in workers.items():
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{where}: workers.{name} must be an object like {{\"timeout\": 300}}")
-        if not name or ":" in name or "," in name or name.strip() != name:
-            raise ConfigError(f"{where}: workers.{name!r} is not a valid queue name (no ':', ',' or spaces)")
-        timeout = settings.get("timeout", DEFAULT_TIMEOUTS.get(name, 300))
-        pool = settings.get("background_workers", DEFAULT_WORKERS)
-        for key, value in (("timeout", timeout), ("background_workers", pool)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (key == "timeout" and value == 0):
-                raise ConfigError(f"{where}: workers.{name}.{key} must be a positive integer, found {value!r}")
-        try:
-            retry = Retry.parse(settings.get("retry"), f"{where}: workers.{name}")
-        except BgcoreError as exc:
-            raise ConfigError(str(exc)) from None
-        specs[name] = QueueSpec(name, timeout, pool, retry)
+    specs.update(check_value("workers", common.get("workers"), where))
     return specs
 
 

@@ -1,35 +1,20 @@
-"""The worker engine's bench config keys, read and checked in one place.
+"""The worker engine's bench config keys, read together (declared and checked in :mod:`bgcore.config_schema`).
 
-| key | default | meaning |
-|---|---|---|
-| ``max_jobs_per_horse`` | 5000 | a work-horse exits after this many jobs; the pool forks a fresh one |
-| ``max_horse_memory_mb`` | 1024 | a work-horse whose RSS is over this after a job is replaced |
-| ``worker_heartbeat_seconds`` | 5 | how often a pool renews its horses' registrations (they lapse after 2x) |
-| ``shutdown_grace_seconds`` | 30 | on SIGTERM, how long running jobs may take to finish before a cold stop |
-| ``max_payload_bytes`` | 1 MiB | ``enqueue`` refuses a job whose serialised call is larger |
-| ``max_result_bytes`` | 1 MiB | a larger result is stored truncated, with a note saying so |
+``max_jobs_per_horse``, ``max_horse_memory_mb``, ``worker_heartbeat_seconds``,
+``shutdown_grace_seconds``, ``max_payload_bytes``, ``max_result_bytes``: their
+types, ranges, defaults and meanings are in the one schema.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from bgcore.bench import Bench
-from bgcore.errors import ConfigError
+from bgcore.config_schema import SETTINGS
 
-DEFAULTS: dict[str, float] = {
-    "max_jobs_per_horse": 5000,
-    "max_horse_memory_mb": 1024,
-    "worker_heartbeat_seconds": 5,
-    "shutdown_grace_seconds": 30,
-    "max_payload_bytes": 2**20,
-    "max_result_bytes": 2**20,
-}
-_MINIMUM = {"max_jobs_per_horse": 1, "max_horse_memory_mb": 16, "worker_heartbeat_seconds": 0.1,
-            "shutdown_grace_seconds": 0, "max_payload_bytes": 1024, "max_result_bytes": 1024}
-_INTEGER = {"max_jobs_per_horse", "max_horse_memory_mb", "max_payload_bytes", "max_result_bytes"}
-_MAXIMUM = 10**9
+_KEYS = ("max_jobs_per_horse", "max_horse_memory_mb", "worker_heartbeat_seconds", "shutdown_grace_seconds",
+         "max_payload_bytes", "max_result_bytes")
+DEFAULTS: dict[str, float] = {key: SETTINGS[key].default for key in _KEYS}  # types and ranges: the schema
 
 
 @dataclass(frozen=True)
@@ -52,17 +37,10 @@ class EngineSettings:
 
     @classmethod
     def from_bench(cls, bench: Bench) -> EngineSettings:
-        """The settings in ``common_site_config.json``, or :class:`ConfigError` naming the key and value."""
-        common = bench.common_config
-        values = {key: _checked(bench, key, common.get(key, default)) for key, default in DEFAULTS.items()}
-        return cls(
-            max_jobs_per_horse=int(values["max_jobs_per_horse"]),
-            max_horse_memory_mb=int(values["max_horse_memory_mb"]),
-            worker_heartbeat_seconds=float(values["worker_heartbeat_seconds"]),
-            shutdown_grace_seconds=float(values["shutdown_grace_seconds"]),
-            max_payload_bytes=int(values["max_payload_bytes"]),
-            max_result_bytes=int(values["max_result_bytes"]),
-        )
+        """The settings in ``common_site_config.json`` (checked by :mod:`bgcore.config_schema`), or
+        :class:`~bgcore.errors.InvalidConfigValue` naming the file, the key and the value."""
+        settings = bench.settings
+        return cls(**{key: settings.get(key) for key in DEFAULTS})
 
     @classmethod
     def of(cls, bench: Bench) -> EngineSettings:
@@ -73,14 +51,3 @@ class EngineSettings:
             cached = bench.__dict__["_engine_settings"] = (common, cls.from_bench(bench))
         return cached[1]
 
-
-def _checked(bench: Bench, key: str, value: Any) -> float:
-    integer = key in _INTEGER
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if not ok_type or isinstance(value, bool) or not (_MINIMUM[key] <= value <= _MAXIMUM):
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(
-            f"{bench.sites_path / 'common_site_config.json'}: {key} must be {kind} from {_MINIMUM[key]:g} to "
-            f"{_MAXIMUM:g}, found {value!r} (default {DEFAULTS[key]:g})"
-        )
-    return float(value)
