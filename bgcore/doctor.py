@@ -31,7 +31,7 @@ from bgcore.errors import BgcoreError, ConfigError
 from bgcore.queues import DEFAULT_TIMEOUTS
 from bgcore.rqbridge import SERIALIZER, broker, rq_queue
 from bgcore.scheduler import presence
-from bgcore.scheduler.lease import current_holder, lease_seconds
+from bgcore.scheduler.lease import current_holder
 from bgcore.scheduler.overlap import worker_alive
 from bgcore.scheduler.switches import blocking_switch
 
@@ -119,11 +119,8 @@ def diagnose(bench: Bench, now: datetime | None = None) -> DoctorReport:
 
 def max_queue_age(bench: Bench) -> float:
     """``doctor_max_queue_age_seconds`` of the bench (default 600), checked to be a positive number."""
-    value = bench.common_config.get("doctor_max_queue_age_seconds", DEFAULT_MAX_QUEUE_AGE_SECONDS)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"common_site_config.json: doctor_max_queue_age_seconds must be a positive number "
-                          f"of seconds, found {value!r}")
-    return float(value)
+    value: float = bench.settings.get("doctor_max_queue_age_seconds")
+    return value
 
 
 def _queue_problems(bench: Bench, queues: list[QueueHealth], now: datetime) -> list[str]:
@@ -177,7 +174,7 @@ def _scheduler_health(bench: Bench, now: datetime, problems: list[str]) -> Sched
     """The lease holder, its last tick, the standbys; a problem when no one leads an enabled site."""
     redis = bench.redis()
     try:
-        lease = lease_seconds(bench.common_config)
+        lease = bench.settings.get("scheduler_lease_seconds")
     except ConfigError as exc:
         problems.append(str(exc))
         lease = 15.0

@@ -144,7 +144,7 @@ def enqueue_at(when: datetime, method: Callable[..., Any] | str, **options: Any)
     if not isinstance(when, datetime):
         raise InvalidArgument(f"enqueue_at needs a datetime, found {when!r}")
     if when.tzinfo is None or when.utcoffset() is None:
-        zone = ctx.config.get("time_zone") or "UTC"
+        zone = ctx.config.get("time_zone") or "UTC"  # raw: this only words an error message
         raise InvalidArgument(
             f"enqueue_at: {when.isoformat()} has no time zone; pass an aware datetime, e.g. "
             f"datetime(..., tzinfo=ZoneInfo({zone!r})) for the site's time_zone ({ctx.site})"

@@ -31,15 +31,9 @@ logger = logging.getLogger(__name__)
 HOLD_JOBS = "hold_jobs"
 
 
-def _on(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "0", "false", "no", "off")
-    return bool(value)
-
-
 def hold_jobs(config: SiteConfig) -> bool:
     """Whether ``config``'s site holds its jobs (``hold_jobs`` on in its merged config)."""
-    return _on(config.get(HOLD_JOBS))
+    return bool(config.setting(HOLD_JOBS))
 
 
 def set_hold(bench: Bench, site: str, on: bool) -> Path:
@@ -54,7 +48,7 @@ def set_hold(bench: Bench, site: str, on: bool) -> Path:
     data = read_json_config(path, required=True)
     if on:
         data[HOLD_JOBS] = True
-    elif _on(bench.common_config.get(HOLD_JOBS)):
+    elif bench.settings.get(HOLD_JOBS):
         data[HOLD_JOBS] = False
     else:
         data.pop(HOLD_JOBS, None)

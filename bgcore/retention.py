@@ -26,7 +26,6 @@ from bgcore.bench import Bench
 from bgcore.db.engines import database_for
 from bgcore.db.joblog import FAILED_STATUSES
 from bgcore.db.schema import job_log
-from bgcore.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +45,8 @@ class ClearReport:
 
 
 def _positive(bench: Bench, key: str, default: float) -> float:
-    value = bench.common_config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"common_site_config.json: {key} must be a positive number, found {value!r}")
-    return float(value)
+    value: float = bench.settings.get(key)  # checked by the schema (a positive number)
+    return value
 
 
 def failure_ttl(bench: Bench) -> float:

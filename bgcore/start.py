@@ -128,7 +128,7 @@ def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
     private: PrivateRedis | None = None
     children: list[Child] = []
     try:
-        if not bench.common_config.get("redis_queue"):
+        if not bench.settings.get("redis_queue"):
             private = PrivateRedis(bench)
             logger.info("private Redis for bench %s at %s", bench.path, private.url)
         ping(bench)

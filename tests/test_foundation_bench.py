@@ -91,7 +91,7 @@ def test_site_config_must_be_an_object(bench_dir: BenchDir) -> None:
 
 def test_installed_apps_must_be_a_list_of_names(bench_dir: BenchDir) -> None:
     bench_dir.add_site("bad.test", installed_apps="testapp")
-    with pytest.raises(ConfigError, match="'installed_apps' must be a list"):
+    with pytest.raises(ConfigError, match="installed_apps must be a list"):
         bench_dir.bench().site_config("bad.test").installed_apps
 
 

@@ -40,7 +40,7 @@ def start(state: CliState, no_scheduler: bool, log_level: str | None, log_file: 
 
 def _banner_when_ready(bench: Bench, stop: threading.Event) -> None:
     """Print the start banner once the bench's Redis is known (a private one takes a moment to start)."""
-    url = bench.common_config.get("redis_queue")
+    url = bench.settings.get("redis_queue")
     while not url and not stop.is_set():
         url = embedded_redis.running_url(bench)
         if not url:

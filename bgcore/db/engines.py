@@ -45,11 +45,9 @@ def sqlite_path(config: SiteConfig) -> Path:
 
 def site_url(config: SiteConfig) -> URL:
     """The parsed database URL of a site, or :class:`DatabaseConfigError` naming the site."""
-    raw = config.get("db_url")
+    raw = config.setting("db_url")  # a non-empty string, or None (checked by the schema)
     if raw is None:
         return sa.make_url(f"sqlite:///{sqlite_path(config)}")
-    if not isinstance(raw, str) or not raw.strip():
-        raise _bad_url(config, repr(raw), "it must be a non-empty string")
     try:
         url = sa.make_url(raw)
         url.get_dialect()
@@ -283,8 +281,8 @@ class EngineCache:
 
 
 def _cache_size(bench: Bench) -> int:
-    value = bench.common_config.get("db_engine_cache_size", DEFAULT_CACHE_SIZE)
-    return value if isinstance(value, int) and value > 0 else DEFAULT_CACHE_SIZE
+    size: int = bench.settings.get("db_engine_cache_size")
+    return size
 
 
 ENGINES = EngineCache()

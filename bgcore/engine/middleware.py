@@ -228,11 +228,9 @@ class Timeout(Middleware):
 
 def configured_middleware(bench: Bench) -> list[Middleware]:
     """Instances of the classes named in the bench config's ``worker_middleware`` (dotted paths)."""
-    names = bench.common_config.get("worker_middleware", [])
+    names = bench.settings.get("worker_middleware")  # dotted paths (checked by the schema)
     where = bench.sites_path / "common_site_config.json"
     bench.activate_import_path()  # the classes usually live in an app
-    if not isinstance(names, list) or not all(isinstance(n, str) and "." in n for n in names):
-        raise ConfigError(f"{where}: worker_middleware must be a list of dotted class paths, found {names!r}")
     found = []
     for name in names:
         module, _, attr = name.rpartition(".")

@@ -33,12 +33,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bgcore import clock, keys, retention
 from bgcore.bench import Bench
-from bgcore.config import COMMON_CONFIG, seconds_setting
+
 from bgcore.engine.outage import OUTAGE_ERRORS, Outage
 from bgcore.errors import BgcoreError, ConfigError
 from bgcore.scheduler import presence
 from bgcore.scheduler.clock import Monotonic, MonotonicScheduler
-from bgcore.scheduler.lease import Lease, current_holder, lease_seconds, new_holder
+from bgcore.scheduler.lease import Lease, current_holder, new_holder
 from bgcore.scheduler.loader import LoadResult, RegistrySnapshot, common_stamp, last_runs, load_site, site_stamp
 from bgcore.scheduler.occurrence import Occurrence, enqueue_occurrences
 from bgcore.scheduler.overlap import blocked_events
@@ -61,11 +61,13 @@ utcnow = clock.utcnow  # the daemon's clock seam (tests pass their own ``clock=`
 
 
 def _positive(bench: Bench, key: str, default: float) -> float:
+    """A bench setting the daemon can do without: a wrong value is logged and ``default`` used."""
     try:
-        return seconds_setting(bench.common_config.get(key, default), key=key, where=COMMON_CONFIG)
+        value: float = bench.settings.get(key)
     except ConfigError as exc:
         logger.error("%s; using %s", exc, default)
         return default
+    return value
 
 
 class SchedulerDaemon:
@@ -76,7 +78,7 @@ class SchedulerDaemon:
         bench.activate_import_path()
         self.clock = clock
         self.redis = bench.redis()
-        self.lease = Lease(self.redis, bench.bench_id, new_holder(), lease_seconds(bench.common_config))
+        self.lease = Lease(self.redis, bench.bench_id, new_holder(), bench.settings.get("scheduler_lease_seconds"))
         self.outage = Outage(f"scheduler bench={bench.bench_id}")
         self.rescan_seconds = _positive(bench, "scheduler_rescan_seconds", DEFAULT_RESCAN_SECONDS)
         self.timetable = Timetable()

@@ -17,11 +17,12 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bgcore import keys
-from bgcore.config import COMMON_CONFIG, seconds_setting
+from bgcore.config_schema import COMMON_CONFIG, check_value
 
 DEFAULT_LEASE_SECONDS = 15.0
 
@@ -45,10 +46,14 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-def lease_seconds(common_config: dict[str, Any]) -> float:
-    """``scheduler_lease_seconds`` of the bench (default 15), checked to be a positive number."""
-    value = common_config.get("scheduler_lease_seconds", DEFAULT_LEASE_SECONDS)
-    return seconds_setting(value, key="scheduler_lease_seconds", where=COMMON_CONFIG)
+def lease_seconds(common_config: Mapping[str, Any]) -> float:
+    """``scheduler_lease_seconds`` of a bench config (default 15), checked by the schema.
+
+    Code with a :class:`~bgcore.bench.Bench` reads ``bench.settings.get("scheduler_lease_seconds")``.
+    """
+    seconds: float = check_value("scheduler_lease_seconds", common_config.get("scheduler_lease_seconds"),
+                                 COMMON_CONFIG)
+    return seconds
 
 
 @dataclass

@@ -19,9 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bgcore import keys
 from bgcore.bench import Bench, SiteConfig
-from bgcore.config import COMMON_CONFIG, SITE_CONFIG, seconds_setting
-from bgcore.errors import BgcoreError, ConfigError
-from bgcore.scheduler.due import zone
+from bgcore.config import COMMON_CONFIG, SITE_CONFIG
+from bgcore.errors import BgcoreError
 from bgcore.scheduler.switches import Switch, blocking_switch
 from bgcore.scheduler.timetable import SiteState, TimedEvent
 
@@ -63,9 +62,8 @@ def site_stamp(bench: Bench, name: str, version: Any, common: int | None = None)
 
 def tick_interval(config: SiteConfig) -> float:
     """``scheduler_tick_interval`` of the site (site value over bench value; default 60 s; at most a day)."""
-    value = config.get("scheduler_tick_interval", DEFAULT_TICK_INTERVAL)
-    where = (f"site {config.name!r} ({config.path / SITE_CONFIG}, or {COMMON_CONFIG} for every site)")
-    return seconds_setting(value, key="scheduler_tick_interval", where=where)
+    interval: float = config.setting("scheduler_tick_interval")
+    return interval
 
 
 def read_registry(bench: Bench, config: SiteConfig) -> tuple[list[Any], dict[str, str]]:
@@ -118,11 +116,7 @@ def load_site(bench: Bench, name: str, version: Any, cached: RegistrySnapshot | 
         if switch is not None:
             return LoadResult(name, stamp, switch=switch, snapshot=cached)
         interval = tick_interval(config)
-        tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
-        try:
-            zone(tz)  # an unknown zone stops this site here, not every site's tick later
-        except BgcoreError as exc:
-            raise ConfigError(f"site {name!r}: time_zone: {exc}; fix site_config.json") from None
+        tz = str(config.setting("time_zone"))  # an unknown zone stops this site here, not every site's tick later
         apps = config.installed_apps
         reuse = cached is not None and version is not None and cached.version == version
         snapshot = cached if reuse and cached is not None else read_snapshot(bench, config, version)

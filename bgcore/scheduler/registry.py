@@ -23,8 +23,8 @@ from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.db.schema import metadata
 from bgcore.db.types import UTCDateTime
-from bgcore.errors import ConfigError, InvalidArgument, RedisUnavailable
-from bgcore.scheduler.due import next_run, normalize_cron, zone
+from bgcore.errors import InvalidArgument, RedisUnavailable
+from bgcore.scheduler.due import next_run, normalize_cron
 from bgcore.scheduler.events import EventSpec, load_site_events
 
 logger = logging.getLogger(__name__)
@@ -130,13 +130,7 @@ def _label(spec: EventSpec) -> str:
 
 def site_time_zone(bench: Bench, site: str) -> str:
     """The site's ``time_zone`` (bench default, else UTC); :class:`ConfigError` if unknown."""
-    config = bench.site_config(site)
-    tz = config.get("time_zone") or DEFAULT_TIME_ZONE
-    try:
-        zone(str(tz))
-    except InvalidArgument as exc:
-        raise ConfigError(f"site {site!r}: time_zone: {exc}; fix site_config.json") from None
-    return str(tz)
+    return str(bench.site_config(site).setting("time_zone"))
 
 
 def sync_site(

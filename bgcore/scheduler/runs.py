@@ -27,7 +27,7 @@ from bgcore.db.engines import database_for
 from bgcore.db.joblog import JobLogEntry, write
 from bgcore.errors import BgcoreError, DatabaseUnavailable
 from bgcore.scheduler.due import next_run
-from bgcore.scheduler.registry import DEFAULT_TIME_ZONE, record_run, scheduled_event
+from bgcore.scheduler.registry import record_run, scheduled_event
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _next_after(connection: Connection, event_id: str, due: datetime, tz: str) -
 
 
 def _zone_of(config: SiteConfig) -> str:
-    return str(config.get("time_zone") or DEFAULT_TIME_ZONE)
+    return str(config.setting("time_zone"))
 
 
 def record_in(connection: Connection, config: SiteConfig, rq_job_id: str | None, event: str,

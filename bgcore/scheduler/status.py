@@ -22,7 +22,7 @@ from bgcore.enqueue import enqueue
 from bgcore.errors import BgcoreError, InvalidArgument
 from bgcore.scheduler.due import next_run, zone
 from bgcore.scheduler.lease import current_holder
-from bgcore.scheduler.loader import DEFAULT_TIME_ZONE, read_registry, tick_interval
+from bgcore.scheduler.loader import read_registry, tick_interval
 from bgcore.scheduler.switches import blocking_switch
 
 UTC = timezone.utc
@@ -72,7 +72,7 @@ def config_error(config: SiteConfig) -> str | None:
     """What in the site's config makes the daemon refuse the site, or None."""
     try:
         tick_interval(config)
-        zone(str(config.get("time_zone") or DEFAULT_TIME_ZONE))
+        config.setting("time_zone")
     except BgcoreError as exc:
         return str(exc) if config.name in str(exc) else f"site {config.name!r}: {exc}"
     return None
@@ -134,7 +134,7 @@ def event_status(bench: Bench, site: str, now: datetime) -> list[EventStatus]:
     config = bench.site_config(site)
     events, _ = read_registry(bench, config)
     logged = last_logged(bench, config)
-    tz = str(config.get("time_zone") or DEFAULT_TIME_ZONE)
+    tz = str(config.setting("time_zone"))
     local = zone(tz)
     interval = tick_interval(config)
     redis = bench.redis()

@@ -31,16 +31,10 @@ class Switch(StrEnum):
 SWITCH_ORDER: tuple[Switch, ...] = (Switch.MAINTENANCE, Switch.PAUSED, Switch.DISABLED)
 
 
-def _on(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "0", "false", "no", "off")
-    return bool(value)
-
-
 def blocking_switch(config: SiteConfig) -> Switch | None:
     """The strongest switch that stops ``config``'s site, or None when its events may run."""
     for switch in SWITCH_ORDER:
-        if _on(config.get(switch.value)):
+        if config.setting(switch.value):
             return switch
     return None
 
@@ -58,7 +52,7 @@ def set_switch(bench: Bench, site: str, switch: Switch, on: bool) -> Path:
     data = read_json_config(path, required=True)
     if on:
         data[switch.value] = True
-    elif _on(bench.common_config.get(switch.value)):
+    elif bench.settings.get(switch.value):
         data[switch.value] = False
     else:
         data.pop(switch.value, None)
