@@ -294,11 +294,17 @@ def test_config_show_and_check_never_print_a_password(bench_dir: BenchDir, fmt: 
     assert shown["redis_sentinel"]["password"] == shown["redis_sentinel"]["sentinel_password"] == "***"
 
 
-def test_a_wrong_secret_value_is_masked_in_its_error(bench_dir: BenchDir) -> None:
-    bench_dir.write_common(redis_queue="http://app:hunter2@h:6379")
+@pytest.mark.parametrize(("key", "value", "shown"), [
+    ("redis_queue", "http://app:hunter2@h:6379", "http://app:***@h:6379"),
+    ("redis_sentinel", {"sentinels": ["h:26379"], "master": "m", "password": ["hunter2"]}, "'***'"),
+    ("redis_sentinel", "hunter2", "'***'"),
+    ("dashboard_password", ["hunter2"], "'***'"),
+])
+def test_a_wrong_secret_value_is_masked_in_its_error(bench_dir: BenchDir, key: str, value: Any, shown: str) -> None:
+    bench_dir.write_common(**{key: value})
     with pytest.raises(ConfigError) as caught:
-        bench_dir.bench().settings.get("redis_queue")
-    assert "hunter2" not in str(caught.value) and "http://app:***@h:6379" in str(caught.value)
+        bench_dir.bench().settings.get(key)
+    assert "hunter2" not in str(caught.value) and shown in str(caught.value)
 
 
 @pytest.mark.parametrize(("url", "masked"), [
