@@ -17,6 +17,7 @@ from bgcore.config_schema import (
 from bgcore.errors import ConfigError, InvalidConfigValue
 from bgcore.queues import QueueSpec
 from bgcore.retry import Retry
+from bgcore.scheduler.status import site_status
 from tests.cli_support import run
 from tests.conftest import BenchDir
 
@@ -316,6 +317,17 @@ def test_a_wrong_secret_value_is_masked_in_its_error(bench_dir: BenchDir, key: s
 ])
 def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+def test_a_switch_that_is_neither_on_nor_off_is_that_sites_error_only(bench_dir: BenchDir,
+                                                                      redis_client: Any) -> None:
+    # Given b.test with a switch value that means neither on nor off
+    bench_dir.add_site("b.test", pause_scheduler="maybe")
+    # When the scheduler's status of every site is asked for
+    rows = {r.site: r for r in site_status(bench_dir.bench(), ["a.test", "b.test"])}
+    # Then b.test is refused naming the key, and a.test is still shown as active
+    assert rows["a.test"].active and rows["a.test"].error is None
+    assert not rows["b.test"].active and "pause_scheduler must be true or false, found 'maybe'" in str(rows["b.test"].error)
 
 
 # -- checked once per file version ---------------------------------------------------------------

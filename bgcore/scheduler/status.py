@@ -90,11 +90,11 @@ def site_status(bench: Bench, sites: list[str]) -> list[SiteStatus]:
     for site, loaded in zip(sites, published):
         try:
             config = bench.site_config(site)
+            switch = blocking_switch(config)  # a switch that is neither on nor off is that site's error
         except BgcoreError as exc:  # a broken site is one row; the other sites are still shown
             found.append(SiteStatus(site=site, active=False, stopped_by=None, daemon_running=leader is not None,
                                     leader=leader, error=str(exc)))
             continue
-        switch = blocking_switch(config)
         error = None if switch else (config_error(config) or _text(loaded))
         found.append(SiteStatus(site=site, active=switch is None and error is None,
                                 stopped_by=switch.value if switch else None,
