@@ -213,7 +213,9 @@ def _scheduler_health(bench: Bench, now: datetime, problems: list[str]) -> Sched
     leader = current_holder(redis, bench.bench_id)
     daemons = presence.alive(redis, bench.bench_id, now=now, lease_seconds=lease)
     last_tick = next((d.last_tick for d in daemons if d.holder == leader), None)
-    standbys = [d.holder for d in daemons if d.holder != leader]
+    # An entry still saying "leader" under another holder's lease is a leader that died (or lost the
+    # lease and has not said so yet): it does not stand by.
+    standbys = [d.holder for d in daemons if d.holder != leader and d.role != "leader"]
     enabled = _enabled_sites(bench)
     if leader is None and enabled:
         shown = ", ".join(enabled[:5]) + (f" and {len(enabled) - 5} more" if len(enabled) > 5 else "")

@@ -175,3 +175,29 @@ def test_gone_workers_are_remembered_for_an_hour(bench_dir: BenchDir, redis_clie
     gone.remember(redis_client, bench_id, "web8.1.0.1", hostname="web8", queues=[], found=1001.0 + gone.KEEP_SECONDS,
                   jobs_settled=0)
     assert [k.decode() for k in redis_client.hkeys(keys.bench_workers_gone(bench_id))] == ["web8.1.0.1"]
+
+
+def test_a_dead_leader_is_not_listed_as_a_standby_once_another_daemon_leads(
+        bench_dir: BenchDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = bench_dir.bench()
+    for site in ("a.test", "b.test"):
+        migrate_site(bench, site)
+    # Given a leader on web1 that dies (its lease lapses, its presence entry stays), and daemons on web2 and web3
+    monkeypatch.setenv(HOST_ENV, "web1")
+    dead = SchedulerDaemon(bench)
+    dead.lease_step()
+    bench.redis().delete(keys.scheduler_lease(bench.bench_id))  # the lease lapsed
+    monkeypatch.setenv(HOST_ENV, "web2")
+    leader = SchedulerDaemon(bench)
+    leader.lease_step()
+    monkeypatch.setenv(HOST_ENV, "web3")
+    standby = SchedulerDaemon(bench)
+    standby.lease_step()
+    # When the doctor looks, before the dead leader's entry goes stale
+    report = run(bench_dir, "doctor", "--format", "json")
+    leader.lease.release()
+    # Then web2 leads, web3 stands by, and web1 has no scheduler any more
+    found = json.loads(report.stdout)
+    assert (found["scheduler"]["leader"], found["scheduler"]["standbys"]) == (leader.lease.holder,
+                                                                            [standby.lease.holder])
+    assert {h["host"]: h["scheduler"] for h in found["hosts"]} == {"web2": ["leader"], "web3": ["standby"]}
