@@ -290,16 +290,18 @@ def _hosts(bench: Bench, now: datetime, scheduler: SchedulerHealth) -> list[Host
             why = "its pool parent is gone"
         workers.append(WorkerHealth(name=name, host=hostname or host_of_worker(name), state="gone" if why else "live",
                                     queues=queues, pid=int(pid) if pid and pid.isdigit() else None, why=why))
+    registered = set(names)
     for dead in gone.recent(redis, bench.bench_id, now=now.timestamp()):
-        if dead.name not in names:
+        if dead.name not in registered:
             found = datetime.fromtimestamp(dead.found, now.tzinfo)
             workers.append(WorkerHealth(
                 name=dead.name, host=dead.host, state="gone", queues=list(dead.queues),
                 why=f"died; recovery settled its {dead.jobs_settled} job(s) and forgot it at "
                     f"{found.isoformat(timespec='seconds')}"))
+    daemons = [(scheduler.leader, "leader")] if scheduler.leader else []
+    daemons += [(holder, "standby") for holder in scheduler.standbys]
     roles: dict[str, list[str]] = {}
-    for holder, role in ([(scheduler.leader, "leader")] if scheduler.leader else []) + \
-            [(s, "standby") for s in scheduler.standbys]:
+    for holder, role in daemons:
         roles.setdefault(host_of_holder(holder), []).append(role)
     hosts = []
     for host in sorted({w.host for w in workers} | set(roles)):

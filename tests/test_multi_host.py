@@ -68,14 +68,19 @@ HOSTS = ("host-a", "host-b", "host-c")
 SITES = ("s1.test", "s2.test")
 QUEUES = ("short", "default", "long")
 HORSES = 2  # per host
-HEARTBEAT = 1.0  # worker_heartbeat_seconds: registrations lapse after 2 s, dead workers found within 3 s
+# worker_heartbeat_seconds: registrations lapse after 4 s, dead workers are found within 6 s; a live pool
+# would have to stall over 2 s to be taken for dead (its jobs then settled while they run)
+HEARTBEAT = 2.0
 LEASE = 3.0  # scheduler_lease_seconds: renewed every 1 s, a standby takes over within 4 s
 TICK = 1.0
 JOB_SECONDS = 0.4
 RATE = 6.0  # jobs/s: 2.4 of 6 horses busy on average, 2.4 of 4 after the kill
 WARMUP = 5.0  # seconds of stream before the kill window
-WINDOW = (6.0, 0.5)  # kill between 6 s and 0.5 s before a minute boundary...
-PREFER_UNTIL = 1.5  # ...as soon as it runs a job with retry and one without, else (from 1.5 s before) any job
+# Kill between 4 s and 0.3 s before a minute boundary (so the boundary often falls in the leaderless
+# gap, at least 2 s long), as soon as the host runs a job with retry and one without, else (from 1 s
+# before the boundary) as soon as it runs any job.
+WINDOW = (4.0, 0.3)
+PREFER_UNTIL = 1.0
 SLACK = 2.0  # what a busy 2-core machine may add to a bound (process scheduling, polling)
 EVIDENCE_ENV = "HOSTSAPP_EVIDENCE"
 
@@ -289,9 +294,10 @@ def test_one_bench_on_three_hosts_survives_the_loss_of_the_leading_host(
                            f"{daemon_hosts(redis_client)}, leader {leader_host(redis_client)})", 90)
         wait_until(lambda: {line["site"] for line in evidence.refresh() if line["tag"] == "all"} == set(SITES),
                    "the first 'all' runs of both sites", 30)
-        seen = hosts_of(hosts[0].bench)
-        assert {h: (seen[h].state, seen[h].live, seen[h].gone) for h in HOSTS} == {h: ("up", HORSES, 0) for h in HOSTS}
-        assert sorted(role for h in HOSTS for role in seen[h].scheduler) == ["leader", "standby", "standby"]
+        # (and doctor sees them so: a condition, as a leadership change could be under way)
+        wait_until(lambda: _doctor_view(hosts_of(hosts[0].bench)) == (
+            {h: ("up", HORSES, 0) for h in HOSTS}, ["leader", "standby", "standby"]),
+            lambda: f"doctor to show three hosts up: {_doctor_view(hosts_of(hosts[0].bench))}", 30)
         t_ready = time.monotonic() - t_test
 
         # When, under the stream, the leading host dies just before a minute boundary while it runs a job
@@ -323,7 +329,8 @@ def test_one_bench_on_three_hosts_survives_the_loss_of_the_leading_host(
         # And doctor (in-process) marks the dead host's workers gone, the others up
         final = wait_until(lambda: (found := hosts_of(hosts[0].bench)).get(dead.name)
                            and found[dead.name].state == "gone"
-                           and all(w.why.startswith("died") for w in found[dead.name].workers) and found,
+                           and all(w.why.startswith("died") for w in found[dead.name].workers)
+                           and _doctor_view(found)[1] == ["leader", "standby"] and found,
                            lambda: f"doctor to mark {dead.name} gone: {hosts_of(hosts[0].bench).get(dead.name)}", 30)
         # And so does the real `bgcore doctor`, as text and as JSON, on a surviving host
         survivor = survivors[0]
@@ -451,6 +458,12 @@ def _outcome(job: str, retried: bool, lines: list[dict[str, Any]], client: redis
     assert host_of_worker(error.split("worker ", 1)[1].split(" ", 1)[0]) == dead, error
     assert len(starts) <= 1 and {line["host"] for line in lines} <= {dead}, (job, lines)
     return "failed"
+
+
+def _doctor_view(found: dict[str, HostHealth]) -> tuple[dict[str, tuple[str, int, int]], list[str]]:
+    """Doctor's hosts as (state, live, gone) per host, and every scheduler role it shows."""
+    return ({h: (v.state, v.live, v.gone) for h, v in found.items()},
+            sorted(role for v in found.values() for role in v.scheduler))
 
 
 def _doctor(host: Host, env: dict[str, str], *args: str) -> str:
