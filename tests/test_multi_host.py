@@ -24,8 +24,8 @@ Then (the Delivery contract of the README):
 - ``bgcore doctor`` lists the workers by host and marks the dead host's workers gone.
 
 Timing: setup (~5-10 s), then up to a minute's wait for a boundary far enough ahead (the stream
-starts 5 s before the kill window), then ~10 s; 35-80 s in all (45-62 s in five runs on this 2-core
-machine under a load average of 3-4). Every wait is a condition with a generous deadline.
+starts 5 s before the kill window), then ~10-15 s; 30-80 s in all (39-62 s wall in ten runs on
+this 2-core machine, load average 1.5-6.6). Every wait is a condition with a generous deadline.
 """
 
 from __future__ import annotations
