@@ -2,7 +2,8 @@
 
 Is Redis reachable, how many workers of this bench are alive per queue, how
 deep each queue is and how old its oldest job, how many jobs failed, which
-scheduler daemon leads (its last tick) and which stand by, and which sites have
+scheduler daemon leads (its last tick) and which stand by, the workers and
+daemons of each host (a dead host's workers marked gone), and which sites have
 a problem: a broken config, a database that is unreachable or not migrated, or
 hooks that changed since the last ``bgcore migrate``.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-import socket
 from typing import Any
 
 from redis import RedisError
@@ -28,6 +28,8 @@ from bgcore.bench import Bench
 from bgcore.clock import utcnow
 from bgcore.connection import redis_url
 from bgcore.errors import BgcoreError, ConfigError
+from bgcore.engine import gone
+from bgcore.host import host_name, host_of_holder, host_of_worker
 from bgcore.queues import DEFAULT_TIMEOUTS
 from bgcore.rqbridge import SERIALIZER, broker, rq_queue
 from bgcore.scheduler import presence
@@ -60,6 +62,31 @@ class SchedulerHealth:
 
 
 @dataclass
+class WorkerHealth:
+    """One horse of the bench as doctor sees it: ``live``, or ``gone`` and why."""
+
+    name: str
+    host: str
+    state: str  # "live" | "gone"
+    queues: list[str]
+    pid: int | None = None
+    why: str = ""
+
+
+@dataclass
+class HostHealth:
+    """The bench's workers and scheduler daemons on one host (by its recorded name, see ``bgcore.host``)."""
+
+    host: str
+    state: str  # "up": a live worker or daemon; "gone": only dead workers; "partly gone": some of each
+    live: int
+    gone: int
+    queues: list[str]
+    scheduler: list[str]  # "leader" / "standby" for each scheduler daemon on the host
+    workers: list[WorkerHealth] = field(default_factory=list)
+
+
+@dataclass
 class DoctorReport:
     redis_url: str
     redis_ok: bool
@@ -67,6 +94,7 @@ class DoctorReport:
     queues: list[QueueHealth] = field(default_factory=list)
     scheduler: SchedulerHealth | None = None
     problems: list[str] = field(default_factory=list)
+    hosts: list[HostHealth] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -108,6 +136,7 @@ def diagnose(bench: Bench, now: datetime | None = None) -> DoctorReport:
                 oldest_enqueued_at=_oldest_enqueued(bench, name, list(depths)),
             ))
         report.scheduler = _scheduler_health(bench, now, report.problems)
+        report.hosts = _hosts(bench, now, report.scheduler)
     except RedisError as exc:
         report.redis_ok = False
         report.redis_error = str(exc)
@@ -181,7 +210,9 @@ def _scheduler_health(bench: Bench, now: datetime, problems: list[str]) -> Sched
     leader = current_holder(redis, bench.bench_id)
     daemons = presence.alive(redis, bench.bench_id, now=now, lease_seconds=lease)
     last_tick = next((d.last_tick for d in daemons if d.holder == leader), None)
-    standbys = [d.holder for d in daemons if d.holder != leader]
+    # An entry still saying "leader" under another holder's lease is a leader that died (or lost the
+    # lease and has not said so yet): it does not stand by.
+    standbys = [d.holder for d in daemons if d.holder != leader and d.role != "leader"]
     enabled = _enabled_sites(bench)
     if leader is None and enabled:
         shown = ", ".join(enabled[:5]) + (f" and {len(enabled) - 5} more" if len(enabled) > 5 else "")
@@ -209,7 +240,7 @@ def _workers_per_queue(bench: Bench) -> dict[str, int]:
     the pids of the horse and of its pool parent tell at once whether it still serves.
     """
     prefix = keys.queue_prefix(bench.bench_id)
-    this_host = socket.gethostname()
+    this_host = host_name()
     redis = bench.redis()
     names = sorted(as_text(n) for n in redis.smembers(keys.RQ_WORKERS))
     with redis.pipeline(transaction=False) as pipe:
@@ -227,6 +258,59 @@ def _workers_per_queue(bench: Bench) -> dict[str, int]:
                 counts[name] = counts.get(name, 0) + 1
     return counts
 
+
+def _hosts(bench: Bench, now: datetime, scheduler: SchedulerHealth) -> list[HostHealth]:
+    """The bench's horses and scheduler daemons grouped by host, each horse live or gone.
+
+    A horse is gone once its registration lapsed (its pool stopped renewing it: the
+    host or the worker died), at once on this host when its pid or its pool's is gone,
+    and for an hour after recovery settled its jobs and forgot it (``bgcore.engine.gone``).
+    A remote horse killed a moment ago still counts as live until its registration lapses.
+    """
+    this_host = host_name()
+    redis = bench.redis()
+    names = sorted(as_text(n) for n in redis.smembers(keys.bench_workers(bench.bench_id)))
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hmget(keys.rq_worker(name), ["pid", "hostname", "pool_pid", "queues"])
+        records = pipe.execute()
+    workers = []
+    for name, record in zip(names, records):
+        pid, hostname, pool_pid, rq_queues = (as_text(v) if v is not None else None for v in record)
+        queues = [q for q in (keys.queue_of(bench.bench_id, n) for n in (rq_queues or "").split(",") if n) if q]
+        why = ""
+        if pid is None and hostname is None:
+            why = "its registration lapsed (not renewed by its pool); recovery settles its jobs"
+        elif not worker_alive(pid, hostname, this_host=this_host):
+            why = "its process is gone"
+        elif pool_pid and not worker_alive(pool_pid, hostname, this_host=this_host):
+            why = "its pool parent is gone"
+        workers.append(WorkerHealth(name=name, host=hostname or host_of_worker(name), state="gone" if why else "live",
+                                    queues=queues, pid=int(pid) if pid and pid.isdigit() else None, why=why))
+    registered = set(names)
+    for dead in gone.recent(redis, bench.bench_id, now=now.timestamp()):
+        if dead.name not in registered:
+            found = datetime.fromtimestamp(dead.found, now.tzinfo)
+            workers.append(WorkerHealth(
+                name=dead.name, host=dead.host, state="gone", queues=list(dead.queues),
+                why=f"died; recovery settled its {dead.jobs_settled} job(s) and forgot it at "
+                    f"{found.isoformat(timespec='seconds')}"))
+    daemons = [(scheduler.leader, "leader")] if scheduler.leader else []
+    daemons += [(holder, "standby") for holder in scheduler.standbys]
+    roles: dict[str, list[str]] = {}
+    for holder, role in daemons:
+        roles.setdefault(host_of_holder(holder), []).append(role)
+    hosts = []
+    for host in sorted({w.host for w in workers} | set(roles)):
+        mine = [w for w in workers if w.host == host]
+        live = sum(1 for w in mine if w.state == "live")
+        dead_count = len(mine) - live
+        serving = bool(live or roles.get(host))
+        state = ("partly gone" if dead_count else "up") if serving else "gone"
+        hosts.append(HostHealth(host=host, state=state, live=live, gone=dead_count,
+                                queues=sorted({q for w in mine if w.state == "live" for q in w.queues}),
+                                scheduler=roles.get(host, []), workers=mine))
+    return hosts
 
 
 def _site_problems(bench: Bench) -> list[str]:

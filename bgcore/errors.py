@@ -27,6 +27,10 @@ class InvalidSiteName(BgcoreError):
     """Raised when a site name is not host-like or could leave ``sites/``."""
 
 
+class InvalidHostName(BgcoreError):
+    """Raised when ``$BGCORE_HOSTNAME`` (this host's name in worker records and the scheduler lease) is not host-like."""
+
+
 class SiteNotFound(BgcoreError):
     """Raised when a site name names no directory with a ``site_config.json``."""
 

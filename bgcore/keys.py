@@ -161,6 +161,11 @@ def bench_workers(bench_id: str) -> str:
     return bench_key(bench_id, "workers")
 
 
+def bench_workers_gone(bench_id: str) -> str:
+    """Hash: horse name -> JSON of a dead horse that recovery settled and forgot (host, when, jobs), for doctor."""
+    return bench_key(bench_id, "workers_gone")
+
+
 def worker_processing(bench_id: str, worker: str) -> str:
     """List: the ids of the jobs worker (horse) ``worker`` has taken and not finished (at most one)."""
     return bench_key(bench_id, "worker", worker, "processing")

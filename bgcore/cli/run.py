@@ -13,7 +13,7 @@ from bgcore import embedded_redis
 from bgcore.bench import Bench
 from bgcore.cli import CliState, configure_logging, log_options, main, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
-from bgcore.doctor import SchedulerHealth, diagnose
+from bgcore.doctor import HostHealth, SchedulerHealth, diagnose
 from bgcore.errors import BgcoreError
 from bgcore.start import run_bench
 
@@ -70,7 +70,7 @@ def start_banner(bench: Bench, redis_url: str) -> str:
 @FORMAT_OPTION
 @pass_state
 def doctor(state: CliState, fmt: str) -> None:
-    """Check Redis, workers and the oldest job per queue, the scheduler's leader and standbys, and sites.
+    """Check Redis, workers and the oldest job per queue, workers by host, the scheduler's leader and standbys, and sites.
 
     Exits 1, one line per reason, when unhealthy.
     """
@@ -83,6 +83,7 @@ def doctor(state: CliState, fmt: str) -> None:
         if report.redis_ok:
             rows = [(q.name, q.workers, q.queued, q.started, q.failed, q.oldest_enqueued_at) for q in report.queues]
             emit(fmt, "Queues", ["queue", "workers", "queued", "running", "failed", "oldest_job"], rows)
+            _print_hosts(fmt, report.hosts)
         if report.scheduler is not None:
             for line in _scheduler_lines(report.scheduler):
                 click.echo(line)
@@ -90,6 +91,18 @@ def doctor(state: CliState, fmt: str) -> None:
             click.secho(f"problem: {problem}", fg="yellow")
     if not report.healthy:
         raise SystemExit(1)
+
+
+def _print_hosts(fmt: str, hosts: list[HostHealth]) -> None:
+    """Doctor's hosts table (live and gone workers, queues, scheduler roles), then one line per gone worker."""
+    if not hosts:
+        return
+    rows = [(h.host, h.state, h.live, h.gone, ",".join(h.queues), ", ".join(h.scheduler)) for h in hosts]
+    emit(fmt, "Hosts", ["host", "state", "workers", "gone", "queues", "scheduler"], rows)
+    for host in hosts:
+        for worker in host.workers:
+            if worker.state == "gone":
+                click.echo(f"gone: worker {worker.name} on {host.host}: {worker.why}")
 
 
 def _scheduler_lines(found: SchedulerHealth) -> list[str]:

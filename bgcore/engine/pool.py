@@ -27,7 +27,6 @@ import os
 import random
 import select
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -52,6 +51,7 @@ from bgcore.engine.settings import EngineSettings
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.errors import BgcoreError
 from bgcore.holds import sync_holds
+from bgcore.host import host_name
 from bgcore.processes import die_with_parent
 from bgcore.queues import QueueSpec
 from bgcore.engine.recovery import forget, recover_dead_workers, settle_lost_jobs
@@ -86,7 +86,7 @@ class Pool:
         self.size = size
         self.burst = burst
         self.settings = EngineSettings.from_bench(bench)
-        self.hostname = socket.gethostname()
+        self.hostname = host_name()  # $BGCORE_HOSTNAME, else the machine's name
         self.horses: dict[int, HorseProcess] = {}
         self.respawn_at: dict[int, float] = {}
         self.middleware: list[Middleware] = []

@@ -17,13 +17,13 @@ worker set with an RQ worker record that its pool renews every
   finish is guarded (only a job still ``started`` by that worker is ended), so
   many pools running it at once settle each job once.
 
-``bgcore doctor`` only reads.
+Each horse it forgets is remembered for an hour in :mod:`bgcore.engine.gone`,
+so ``bgcore doctor`` can list a dead host's workers as gone. ``bgcore doctor`` only reads.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import partial
@@ -35,8 +35,11 @@ from rq.utils import as_text
 
 from bgcore import keys
 from bgcore.bench import Bench
+from bgcore.errors import BgcoreError
+from bgcore.engine import gone
 from bgcore.engine.broker import Broker
 from bgcore.engine.lifecycle import LostJob, Middleware, _quietly
+from bgcore.host import host_name
 from bgcore.retry import Retry, job_policy
 from bgcore.rqbridge import SERIALIZER
 
@@ -88,7 +91,7 @@ def dead_workers(redis: Any, bench_id: str, *, this_host: str | None = None) -> 
     """Horses of the bench whose worker record lapsed, or whose process is gone on this host."""
     from bgcore.scheduler.overlap import worker_alive
 
-    host = this_host or socket.gethostname()
+    host = this_host or host_name()
     names = sorted(as_text(n) for n in redis.smembers(keys.bench_workers(bench_id)))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
@@ -109,10 +112,14 @@ def recover_dead_workers(bench: Bench, broker: Broker, *, retry_defaults: Mappin
     for name in dead_workers(broker.redis, bench.bench_id, this_host=this_host):
         if name in skip:
             continue
-        settled += settle_lost_jobs(bench, broker, name, running=None, assume_running=True,
-                                    reason=partial(_died, name), retry_defaults=retry_defaults,
-                                    middleware=middleware)
-        forget(broker.redis, name, bench.bench_id, _queues_of(broker.redis, name))
+        jobs = settle_lost_jobs(bench, broker, name, running=None, assume_running=True,
+                                reason=partial(_died, name), retry_defaults=retry_defaults, middleware=middleware)
+        settled += jobs
+        rq_queues, hostname = _record_of(broker.redis, name, _rq_queue_names(bench))
+        gone.remember(broker.redis, bench.bench_id, name, hostname=hostname, found=broker.clock(),
+                      queues=[q for q in (keys.queue_of(bench.bench_id, n) for n in rq_queues) if q],
+                      jobs_settled=len(jobs))
+        forget(broker.redis, name, bench.bench_id, rq_queues)
     return settled
 
 
@@ -121,9 +128,27 @@ def _died(worker: str, job: Job) -> tuple[str, str]:
                       "stopped renewing its registration)")
 
 
-def _queues_of(redis: Any, worker: str) -> list[str]:
-    raw = redis.hget(keys.rq_worker(worker), "queues")
-    return [q for q in as_text(raw).split(",") if q] if raw else []
+def _rq_queue_names(bench: Bench) -> list[str]:
+    try:
+        return [keys.queue_name(bench.bench_id, q) for q in bench.queues]
+    except BgcoreError:  # 'workers' broken by a hand edit: the pool's heartbeat says so elsewhere
+        return []
+
+
+def _record_of(redis: Any, worker: str, rq_queue_names: Sequence[str]) -> tuple[list[str], str | None]:
+    """The RQ queue names and the hostname of horse ``worker``.
+
+    From its record; once that lapsed, the queues from the per-queue worker sets it joined when it
+    registered (of ``rq_queue_names``), so that forgetting it leaves none of its memberships behind.
+    """
+    raw, hostname = redis.hmget(keys.rq_worker(worker), ["queues", "hostname"])
+    if raw:
+        return [q for q in as_text(raw).split(",") if q], (as_text(hostname) if hostname else None)
+    with redis.pipeline(transaction=False) as pipe:
+        for rq_name in rq_queue_names:
+            pipe.sismember(keys.rq_queue_workers(rq_name), keys.rq_worker(worker))
+        member = pipe.execute()
+    return [rq_name for rq_name, yes in zip(rq_queue_names, member) if yes], None
 
 
 def forget(redis: Any, worker: str, bench_id: str, rq_queue_names: Iterable[str]) -> None:

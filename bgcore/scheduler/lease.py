@@ -14,7 +14,6 @@ the lease and the standby takes over within ``renew_every``.
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from typing import Any
 
 from bgcore import keys
 from bgcore.config_schema import COMMON_CONFIG, check_value
+from bgcore.host import host_name
 
 DEFAULT_LEASE_SECONDS = 15.0
 
@@ -42,8 +42,8 @@ return 0
 
 
 def new_holder() -> str:
-    """A holder name unique to this process and this run: ``host:pid:uuid``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """A holder name unique to this process and this run: ``host:pid:uuid`` (host: :func:`bgcore.host.host_name`)."""
+    return f"{host_name()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def lease_seconds(common_config: Mapping[str, Any]) -> float:

@@ -16,7 +16,6 @@ when it registered from this host and its pid no longer exists.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from rq.worker import Worker
 
 from bgcore import keys
 from bgcore.bench import Bench
+from bgcore.host import host_name
 from bgcore.processes import pid_alive
 from bgcore.rqbridge import SERIALIZER, broker
 from bgcore.scheduler.runs import log_lost_run
@@ -80,7 +80,7 @@ def blocked_events(bench: Bench, due: Mapping[str, Iterable[str]], *, now: datet
             for _, _, worker in started:
                 pipe.hmget(Worker.redis_worker_namespace_prefix + worker, ["pid", "hostname"])
             registrations = pipe.execute()
-        this_host = socket.gethostname()
+        this_host = host_name()
         for (pair, job_id, worker), (pid, host) in zip(started, registrations):
             if not worker_alive(_text(pid), _text(host), this_host=this_host):
                 fail_abandoned(bench, job_id, worker, now=now)
