@@ -132,3 +132,7 @@ class HooksError(BgcoreError):
             lines = "\n".join(f"  - {p}" for p in self.problems)
             message = f"{where}{len(self.problems)} problems in hooks:\n{lines}"
         super().__init__(message)
+
+
+class SetupRefused(BgcoreError):
+    """Raised when ``bgcore setup`` would overwrite files that differ and ``--yes`` was not given."""
