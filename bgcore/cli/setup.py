@@ -54,6 +54,8 @@ def setup(state: CliState, fmt: str, output: str | None, user: str | None, yes: 
             click.echo(item.diff, nl=not item.diff.endswith("\n"))
     write(planned, overwrite=yes)
     (bench.path / LOG_DIR).mkdir(exist_ok=True)
+    if plan.redis_port is not None:  # redis-server refuses to start without its --dir
+        embedded_redis.data_dir(bench).mkdir(parents=True, exist_ok=True)
     for item in planned:
         verb = {Change.NEW: "wrote", Change.SAME: "unchanged", Change.DIFFERS: "updated"}[item.change]
         click.echo(f"{verb} {item.path}")
