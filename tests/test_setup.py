@@ -79,7 +79,7 @@ def test_supervisor_config_has_a_pool_per_queue_group_the_scheduler_dashboard_re
     assert "--port 11000" in redis["command"] and f"--dir {grouped.path / '.bgcore' / 'redis'}" in redis["command"]
     assert int(redis["priority"]) < int(main_pool["priority"])  # Redis starts first, stops last
     assert conf["program:bgcore-bench-dashboard"]["command"].endswith("dashboard --host 127.0.0.1 --port 8009")
-    assert conf[f"group:bgcore-bench"]["programs"] == ",".join(programs)
+    assert conf["group:bgcore-bench"]["programs"] == ",".join(programs)
     assert (grouped.path / "logs").is_dir()
     # Every bgcore command now finds the private Redis at its fixed port
     record = json.loads((grouped.path / ".bgcore" / "private-redis.json").read_text())
@@ -325,3 +325,46 @@ def test_honcho_runs_the_generated_procfile(grouped: BenchDir, tmp_path: Path) -
             proc.kill()
             proc.wait()
     assert "pool pid=" in (grouped.path / "logs" / "worker-long.log").read_text()
+
+
+# -- queue groups and the managed private Redis ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers, pools", [
+    ({}, [("short", "short", 1), ("default", "default", 1), ("long", "long", 1)]),
+    ({"short": {"group": "web", "background_workers": 2}, "default": {"group": "web"}, "long": {"background_workers": 0}},
+     [("web", "short,default", 3)]),
+    ({"short": {"group": "short"}, "default": {"group": "short"}, "mail": {"background_workers": 4}},
+     [("short", "short,default", 2), ("long", "long", 1), ("mail", "mail", 4)]),
+    ({"long": {"group": "bulk"}, "mail": {"group": "bulk", "background_workers": 0}},
+     [("short", "short", 1), ("default", "default", 1), ("bulk", "long,mail", 1)]),
+])
+def test_worker_pools_follow_the_queue_groups(workers: dict[str, object], pools: list[tuple[str, str, int]]) -> None:
+    from bgcore.queues import queue_specs, worker_pools
+
+    found = worker_pools(queue_specs({"workers": workers}))
+    assert [(p.name, p.queue_list, p.size) for p in found] == pools
+
+
+def test_bgcore_start_runs_the_same_pools_as_setup(grouped: BenchDir) -> None:
+    from bgcore.start import child_commands
+
+    children = child_commands(grouped.bench(), with_scheduler=False)
+    assert [(c.name, c.argv[c.argv.index("--queue") + 1]) for c in children] == [
+        ("worker[main]", "short,default"), ("worker[long]", "long")]
+
+
+def test_commands_find_the_managed_private_redis_and_start_does_not_run_a_second_one(
+        grouped: BenchDir, redis_server: str) -> None:
+    from bgcore import embedded_redis
+    from bgcore.errors import RedisUnavailable
+
+    bench = grouped.bench()
+    assert embedded_redis.running_url(bench) is None
+    # Given the record bgcore setup writes, pointing at a Redis that answers
+    port = embedded_redis.port_of(redis_server)
+    assert run_setup(grouped, "supervisor", "--redis-port", str(port))[0] == 0
+    assert embedded_redis.running_url(bench) == f"redis://127.0.0.1:{port}/0"
+    # Then bgcore start refuses to run its own Redis on the same data directory
+    with pytest.raises(RedisUnavailable, match="already runs under a process manager"):
+        embedded_redis.start(bench)

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Callable
 
 from bgcore.errors import InvalidArgument
-from bgcore.setup.plan import Plan, Program
+from bgcore.setup.plan import Plan
 
 HONCHO_KILL_WAIT = 5  # honcho's fixed wait between SIGTERM and SIGKILL (honcho.manager.KILL_WAIT)
 
@@ -32,7 +32,7 @@ def _supervisor_value(text: str) -> str:
 def supervisor(plan: Plan) -> dict[str, str]:
     """One ``supervisor.conf`` to include from supervisord.conf: a program per process and one group."""
     lines = _header(plan, "supervisor", ";") + [
-        f"; Include it from supervisord.conf ([include] files = <this file>), then: supervisorctl reread;",
+        "; Include it from supervisord.conf ([include] files = <this file>), then: supervisorctl reread;",
         f"; supervisorctl update. Control the bench as one group: supervisorctl restart {plan.prefix}:*",
         "; stopwaitsecs is each program's stop grace; supervisor sends SIGKILL (to the whole process group)",
         "; only after it, so a graceful stop never kills a job that is within its queue's timeout.",
