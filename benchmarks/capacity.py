@@ -24,6 +24,8 @@ stops by its PID):
    each of ``--sites`` sites has one event due (per due event), the leader's
    lease step and a rescan of unchanged sites; and the Redis memory a fired
    occurrence takes (its queued job and the scheduler's records).
+6. With ``redis-benchmark`` on PATH: what the same redis-server does at most
+   for plain SET/LPUSH/HSET on this machine (client-bound on a small one).
 
 ``docs/capacity.md`` turns these figures into a sizing table.
 """
@@ -82,6 +84,16 @@ def command_calls(client: Any) -> dict[str, int]:
     return calls
 
 
+def redis_cpu_us(client: Any) -> float:
+    """CPU time the redis-server process has used (``INFO cpu``, user + system), in microseconds.
+
+    Unlike the commandstats' usec it counts a script once (not the script and each command in it
+    again) and includes reading and writing the clients' sockets.
+    """
+    cpu = client.info("cpu")
+    return (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6
+
+
 def reset_stats(client: Any) -> None:
     client.config_resetstat()
 
@@ -125,10 +137,12 @@ def jobs_part(root: Path, url: str, n_jobs: int) -> None:
     print(f"== Redis memory and commands per job ({n_jobs:,} jobs over {QUEUE_SITES} sites, queue default) ==")
     base = used_memory(client)
     reset_stats(client)
+    cpu = redis_cpu_us(client)
     started = time.perf_counter()
     enqueue_jobs(bench, n_jobs)
     enqueue_s = time.perf_counter() - started
     enq_calls = command_calls(client)
+    enq_usec = redis_cpu_us(client) - cpu
     queued = used_memory(client)
     one_job = next(iter(client.scan_iter(match="rq:job:*", count=1000)))
     job_hash = client.memory_usage(one_job, samples=0) or 0
@@ -136,15 +150,18 @@ def jobs_part(root: Path, url: str, n_jobs: int) -> None:
     print(f"queued: {per_queued:,.0f} bytes of used_memory per job (MEMORY USAGE of one job hash: {job_hash} bytes; "
           f"the rest: its entry in its site's list and the ring)")
     print(f"enqueue: {sum(enq_calls.values()) / n_jobs:.2f} Redis commands per job "
-          f"({top(enq_calls, n_jobs)}); {n_jobs / enqueue_s:,.0f} enqueues/s from one process")
+          f"({top(enq_calls, n_jobs)}); Redis CPU {enq_usec / n_jobs:.1f} us per job; "
+          f"{n_jobs / enqueue_s:,.0f} enqueues/s from one process")
 
     reset_stats(client)
-    drain_s = burst_worker(bench_path)
+    cpu = redis_cpu_us(client)
+    burst_worker(bench_path)
     drain_calls = command_calls(client)
+    drain_usec = redis_cpu_us(client) - cpu
     left = queued_count(bench, "default")
     finished = used_memory(client)
     print(f"worker: {sum(drain_calls.values()) / n_jobs:.2f} Redis commands per job "
-          f"({top(drain_calls, n_jobs)}); left in lists: {left}")
+          f"({top(drain_calls, n_jobs)}); Redis CPU {drain_usec / n_jobs:.1f} us per job; left in lists: {left}")
     print(f"finished (kept for result_ttl 500 s): {(finished - base) / n_jobs:,.0f} bytes per job")
 
     client.flushdb()
@@ -278,8 +295,10 @@ def scheduler_commands(root: Path, url: str, n_sites: int) -> None:
     now = slot + timedelta(seconds=1)
     reset_stats(client)
     before = used_memory(client)
+    cpu = redis_cpu_us(client)
     fired = daemon.tick(60.0, now)
     busy = command_calls(client)
+    busy_usec = redis_cpu_us(client) - cpu
     grown = used_memory(client) - before
     reset_stats(client)
     rounds = 100
@@ -297,13 +316,35 @@ def scheduler_commands(root: Path, url: str, n_sites: int) -> None:
     daemon.lease.release()
     total = sum(busy.values())
     print(f"tick with one event due in each site ({len(fired):,} enqueued of 10 events per site): {total:,} "
-          f"commands = {total / max(len(fired), 1):.2f} per due event ({top(busy, max(len(fired), 1))})")
+          f"commands = {total / max(len(fired), 1):.2f} per due event ({top(busy, max(len(fired), 1))}); "
+          f"Redis CPU {busy_usec / max(len(fired), 1):.1f} us per due event")
     print(f"Redis memory per fired occurrence (its queued job, its claim and last-run records): "
           f"{grown / max(len(fired), 1):,.0f} bytes")
     print(f"tick with nothing due: {sum(idle.values()) / rounds:.2f} commands")
     print(f"leader's lease step (renewal and presence, every lease/3 = 5 s): {sum(lease.values()) / rounds:.2f} commands")
     print(f"rescan of {n_sites:,} unchanged sites (every scheduler_rescan_seconds, 10 s): "
           f"{sum(rescan.values()):,} commands ({top(rescan, 1, 3)})")
+
+
+# -- the Redis itself ----------------------------------------------------------------------------------
+
+
+def redis_ceiling(url: str) -> None:
+    """What this machine's redis-server does at most, with ``redis-benchmark`` (when it is installed)."""
+    import shutil
+
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        print("redis-benchmark is not installed: no ceiling measured")
+        return
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    out = subprocess.run([exe, "-p", port, "-q", "-n", "200000", "-c", "20", "-t", "set,lpush,hset"],
+                         capture_output=True, text=True, timeout=600).stdout
+    print()
+    print("== the ceiling of one redis-server on this machine (redis-benchmark, 20 clients, no pipelining) ==")
+    for line in out.replace("\r", "\n").splitlines():
+        if "requests per second" in line:
+            print(line.strip())
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -333,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs_part(Path(tmp), url, args.jobs)
         print()
         scheduler_commands(Path(tmp), url, args.sites)
+        redis_ceiling(url)
     print()
     scheduler_memory()
     return 0
