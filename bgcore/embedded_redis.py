@@ -58,10 +58,10 @@ def _state_file(bench: Bench) -> Path:
 def running_url(bench: Bench) -> str | None:
     """The URL of the bench's private Redis: the one ``bgcore start`` runs, else the one a process
     manager runs (:func:`managed_url`), else ``None``."""
-    return _started_url(bench) or managed_url(bench)
+    return started_url(bench) or managed_url(bench)
 
 
-def _started_url(bench: Bench) -> str | None:
+def started_url(bench: Bench) -> str | None:
     """The URL of the private Redis that ``bgcore start`` runs, if it is alive."""
     try:
         state = json.loads(_state_file(bench).read_text())
@@ -115,9 +115,9 @@ def start(bench: Bench, timeout: float = 10.0, *, port: int | None = None) -> su
     ``port`` restarts it where it was (clients keep their URL); by default a
     free port is picked.
     """
-    if _started_url(bench):
+    if started_url(bench):
         raise RedisUnavailable(
-            f"the private Redis of bench {bench.path} is already running ({_started_url(bench)}); "
+            f"the private Redis of bench {bench.path} is already running ({started_url(bench)}); "
             "is another 'bgcore start' running on this bench?"
         )
     managed = managed_url(bench)
@@ -159,7 +159,7 @@ def _answers(url: str) -> bool:
 def stop(bench: Bench, proc: subprocess.Popen[bytes]) -> None:
     """Stop the private Redis cleanly (its append-only file keeps queued jobs)."""
     try:
-        redis.Redis.from_url(_started_url(bench) or "redis://127.0.0.1:1").shutdown(nosave=False)
+        redis.Redis.from_url(started_url(bench) or "redis://127.0.0.1:1").shutdown(nosave=False)
     except redis.RedisError:
         pass
     try:

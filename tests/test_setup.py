@@ -193,9 +193,9 @@ def test_systemd_analyze_rejects_a_broken_unit(tmp_path: Path) -> None:
     if analyze is None:
         pytest.skip("systemd-analyze is not installed; the units are checked by parsing them")
     unit = tmp_path / "broken.service"
-    unit.write_text("[Service]\nExecStart=relative/bgcore worker\n")
+    unit.write_text("[Service]\nExecStart=/nonexistent/bgcore worker\n")
     result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 or "relative" in result.stderr
+    assert result.returncode != 0 and "/nonexistent/bgcore is not executable" in result.stderr
 
 
 # -- supervisord and honcho, for real -----------------------------------------------------------------
