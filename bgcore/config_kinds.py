@@ -167,7 +167,7 @@ def suggest(key: str, known: Any) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-_QUEUE_KEYS = ("timeout", "background_workers", "retry")
+_QUEUE_KEYS = ("timeout", "background_workers", "retry", "group")
 
 
 class Workers:
@@ -202,7 +202,11 @@ class Workers:
                 retry = Retry.parse(settings.get("retry"), f"workers.{name}")
             except BgcoreError as exc:
                 raise Invalid("", settings.get("retry"), f".{name}.retry", detail=str(exc)) from None
-            specs[name] = QueueSpec(name, timeout, pool, retry)
+            group = settings.get("group")
+            if group is not None and (not isinstance(group, str) or not group
+                                      or not all(c.isalnum() or c in "-_" for c in group)):
+                raise Invalid("a pool name (letters, digits, '-', '_')", group, f".{name}.group")
+            specs[name] = QueueSpec(name, timeout, pool, retry, group)
         return specs
 
 

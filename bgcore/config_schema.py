@@ -102,7 +102,9 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("workers", Workers(), {}, Scope.BENCH,
             'custom queues and pool sizes: `{"myqueue": {"timeout": 5000, "background_workers": 4, "retry": 3}}`; '
             "may also tune `short`/`default`/`long`; `bgcore start` runs one pool of `background_workers` horses "
-            "per queue (0: none); `retry` is the queue's default retry policy: a number of retries, or "
+            "per queue (0: none); queues with the same `group` (a pool name) share one worker pool "
+            "(`bgcore worker --queue short,default`) with their `background_workers` added up; "
+            "`retry` is the queue's default retry policy: a number of retries, or "
             '`{"max": 3, "intervals": [10, 60], "backoff": 2, "jitter": true}`',
             "1 horse per queue, no retry", nullable=True),
     Setting("installed_apps", Names("a list of app names"), (), Scope.BOTH,

@@ -148,3 +148,7 @@ class InvalidConfigValue(ConfigError):
     def __init__(self, message: str, *, file: str, key: str, value: object, expected: str) -> None:
         super().__init__(message)
         self.file, self.key, self.value, self.expected = file, key, value, expected
+
+
+class SetupRefused(BgcoreError):
+    """Raised when ``bgcore setup`` would overwrite files that differ and ``--yes`` was not given."""

@@ -1,8 +1,8 @@
 """``bgcore start``: run a whole bench in one process tree.
 
 It runs the bench's private Redis when ``redis_queue`` is not set, one worker
-pool per queue sized by the config (``background_workers`` horses per queue,
-default 1; a queue with 0 gets none) and the scheduler daemon, restarts a
+pool per queue (or per queue ``group``) sized by the config
+(``background_workers`` horses per queue, default 1; a queue with 0 gets none) and the scheduler daemon, restarts a
 child that dies (the private Redis too: reaped, and started again on the same
 port with the same data directory, so its append-only file and every client's
 URL still hold), and on Ctrl-C (SIGINT) or SIGTERM stops them gracefully:
@@ -28,10 +28,12 @@ from types import FrameType
 
 from bgcore import embedded_redis
 from bgcore.bench import Bench
+from bgcore.config import COMMON_CONFIG
 from bgcore.connection import ping
 from bgcore.engine.settings import EngineSettings
 from bgcore.errors import BgcoreError
 from bgcore.processes import die_with_parent
+from bgcore.queues import worker_pools
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +62,9 @@ def child_commands(bench: Bench, with_scheduler: bool) -> list[Child]:
     """The workers (and scheduler) the bench's config asks for."""
     base = [sys.executable, "-m", "bgcore.cli", "--bench", str(bench.path)]
     children = []
-    for spec in bench.queues.values():
-        if spec.background_workers > 0:
-            children.append(Child(f"worker[{spec.name}]", [*base, "worker", "--queue", spec.name,
-                                                          "--pool", str(spec.background_workers)]))
+    for pool in worker_pools(bench.queues, str(bench.sites_path / COMMON_CONFIG)):
+        children.append(Child(f"worker[{pool.name}]", [*base, "worker", "--queue", pool.queue_list,
+                                                      "--pool", str(pool.size)]))
     if with_scheduler:
         children.append(Child("scheduler", [*base, "schedule"]))
     return children

@@ -53,9 +53,10 @@ def execute_job(
 
 
 def run_worker(bench: Bench, queues: str | None = None, *, burst: bool = False, quiet: bool = False,
-               pool: int = 1) -> bool:
+               pool: int = 1, shutdown_grace: float | None = None) -> bool:
     """Run a pool of ``pool`` horses on ``queues`` (``"a,b"``, priority order; ``None`` = every queue).
 
+    ``shutdown_grace`` overrides the bench's ``shutdown_grace_seconds`` for this pool.
     Returns when stopped (SIGTERM/SIGINT) or, with ``burst``, once the queues are empty:
     True if any job was run.
     """
@@ -63,4 +64,4 @@ def run_worker(bench: Bench, queues: str | None = None, *, burst: bool = False, 
     bench.activate_import_path()
     if quiet:
         logging.getLogger("bgcore").setLevel(logging.WARNING)
-    return Pool(bench, specs, pool, burst=burst).run() > 0
+    return Pool(bench, specs, pool, burst=burst, shutdown_grace=shutdown_grace).run() > 0

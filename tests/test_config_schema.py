@@ -210,7 +210,7 @@ def test_an_unknown_key_is_a_warning_with_a_suggestion_logged_once(bench_dir: Be
     lines = result.stdout.splitlines()
     assert f"warning: {typo}" in lines
     assert (f"warning: {common}: workers.q.timout: unknown queue setting 'timout' (known: timeout, "
-            "background_workers, retry); did you mean 'timeout'?") in lines
+            "background_workers, retry, group); did you mean 'timeout'?") in lines
     assert f"warning: {site / 'site_config.json'}: unknown key 'encryption_key' (bgcore ignores it)" in lines
     assert lines[-1] == "3 file(s) checked: 0 error(s), 3 warning(s)"
 

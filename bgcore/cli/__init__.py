@@ -145,9 +145,9 @@ def configure_logging(level: str | None, log_file: str | None, *, verbose: bool 
 
 
 def _register() -> None:
-    from bgcore.cli import config, jobs, run, scheduler, site
+    from bgcore.cli import config, jobs, run, scheduler, setup, site
 
-    for module in (jobs, run, site, scheduler, config):
+    for module in (jobs, run, site, scheduler, config, setup):
         for command in module.COMMANDS:
             _accept_root_options(command)
             main.add_command(command)

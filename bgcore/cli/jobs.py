@@ -38,13 +38,16 @@ def _queue_list(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option("--pool", "pool", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of work-horse processes.")
+@click.option("--shutdown-grace", "shutdown_grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="How long running jobs may finish on SIGTERM before a cold stop "
+                   "(default: shutdown_grace_seconds of the bench).")
 @log_options
 @pass_state
-def worker(state: CliState, queues: str | None, burst: bool, quiet: bool, pool: int, log_level: str | None,
-           log_file: str | None) -> None:
+def worker(state: CliState, queues: str | None, burst: bool, quiet: bool, pool: int, shutdown_grace: float | None,
+           log_level: str | None, log_file: str | None) -> None:
     """Run a pool of shared work-horses for every site of the bench."""
     configure_logging(log_level, log_file, verbose=state.verbose)
-    run_worker(state.bench, queues, burst=burst, quiet=quiet, pool=pool)
+    run_worker(state.bench, queues, burst=burst, quiet=quiet, pool=pool, shutdown_grace=shutdown_grace)
 
 
 SITE_HELP = "A site, or 'all' for every site of the bench."

@@ -42,7 +42,7 @@ def _banner_when_ready(bench: Bench, stop: threading.Event) -> None:
     """Print the start banner once the bench's Redis is known (a private one takes a moment to start)."""
     url = bench.settings.get("redis_queue")
     while not url and not stop.is_set():
-        url = embedded_redis.running_url(bench)
+        url = embedded_redis.started_url(bench)  # its own, not one a process manager runs
         if not url:
             stop.wait(0.1)
     if url and not stop.is_set():

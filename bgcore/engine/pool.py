@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from functools import partial
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
@@ -78,7 +78,8 @@ class HorseProcess:
 class Pool:
     """``size`` work-horses serving ``queues`` (priority order) of ``bench``."""
 
-    def __init__(self, bench: Bench, queues: Sequence[QueueSpec], size: int, *, burst: bool = False) -> None:
+    def __init__(self, bench: Bench, queues: Sequence[QueueSpec], size: int, *, burst: bool = False,
+                 shutdown_grace: float | None = None) -> None:
         if size < 1:
             raise BgcoreError(f"--pool must be at least 1, found {size}")
         self.bench = bench
@@ -86,6 +87,8 @@ class Pool:
         self.size = size
         self.burst = burst
         self.settings = EngineSettings.from_bench(bench)
+        if shutdown_grace is not None:  # bgcore worker --shutdown-grace: this pool's own warm-stop limit
+            self.settings = replace(self.settings, shutdown_grace_seconds=shutdown_grace)
         self.hostname = host_name()  # $BGCORE_HOSTNAME, else the machine's name
         self.horses: dict[int, HorseProcess] = {}
         self.respawn_at: dict[int, float] = {}
