@@ -221,3 +221,21 @@ def rq_legacy_queue(rq_queue_name: str) -> str:
 def scheduler_daemons(bench_id: str) -> str:
     """Hash of the bench's live scheduler daemons: holder -> JSON ``{"role", "seen", "last_tick"}``."""
     return bench_key(bench_id, "scheduler", "daemons")
+
+
+# -- job metrics (issue 10): counters the lifecycle middleware adds up, read by /metrics and the dashboard ---------
+
+
+def metrics_outcomes(bench_id: str, queue: str) -> str:
+    """Hash: outcome (``finished``, ``failed``, ``timeout``, ``retried``, ``lost``) -> jobs of ``queue`` ever."""
+    return bench_key(bench_id, "metrics", "queue", queue, "outcomes")
+
+
+def metrics_durations(bench_id: str, queue: str) -> str:
+    """Hash of ``queue``'s run-time histogram: ``le:<bound>`` -> runs in that bucket only, and ``sum`` (seconds)."""
+    return bench_key(bench_id, "metrics", "queue", queue, "durations")
+
+
+def metrics_minute(bench_id: str, minute: int) -> str:
+    """Hash of one minute (epoch seconds of its start): ``<queue>:finished`` / ``<queue>:failed`` -> runs; expires."""
+    return bench_key(bench_id, "metrics", "minute", str(minute))
