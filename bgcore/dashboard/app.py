@@ -255,7 +255,12 @@ def _back(path: str, done: str) -> Response:
 
 def _page(method: Callable[[Request], Response]) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
-        return await run_in_threadpool(method, request)
+        try:
+            return await run_in_threadpool(method, request)
+        except (SiteNotFound, InvalidSiteName) as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except BgcoreError as exc:  # a broken config, a database down: say it, as the CLI would
+            raise HTTPException(503, str(exc)) from exc
     return endpoint
 
 
