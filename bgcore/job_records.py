@@ -113,12 +113,6 @@ def _log_rows(bench: Bench, site: str, where: Any, limit: int) -> list[JobRecord
             raise database.unavailable(exc) from exc
 
 
-def recent_log(bench: Bench, site: str, limit: int = 20) -> list[JobRecord]:
-    """``site``'s newest job-log rows (every failure, every scheduled run, successes that asked for a row)."""
-    bench.site_config(site)
-    return _log_rows(bench, site, sa.true(), limit)
-
-
 def list_jobs(bench: Bench, site: str, statuses: tuple[str, ...] = (), limit: int = 50) -> list[JobRecord]:
     """``site``'s jobs, newest first: what Redis still holds and what its job log recorded (successes too)."""
     for status in statuses:

@@ -37,7 +37,8 @@ from bgcore.clock import utcnow
 from bgcore.config import SITE_CONFIG
 from bgcore.dashboard import charts, security
 from bgcore.errors import BgcoreError, InvalidArgument, InvalidSiteName, SiteNotFound
-from bgcore.job_records import recent_log, show_job
+from bgcore.db import joblog
+from bgcore.job_records import show_job
 from bgcore.jobs import delete_failed, requeue_failed
 from bgcore.scheduler.status import event_status, site_status, trigger_event
 from bgcore.scheduler.switches import Switch, set_switch
@@ -47,6 +48,7 @@ from bgcore.views.scheduler import scheduler_view
 
 HERE = Path(__file__).parent
 POLL_SECONDS = 3
+LOG_ROWS = 20
 PAGE_SIZES = (20, 50, 100, 200)
 SWITCH_ACTIONS: dict[str, tuple[Switch, bool, str]] = {
     "enable": (Switch.DISABLED, False, "scheduler enabled"),
@@ -126,13 +128,18 @@ class Dashboard:
             events = event_status(self.bench, site, now)
         except BgcoreError as exc:  # not migrated, database down: the page still shows the rest
             events_error = str(exc)
-        try:
-            log, log_error = recent_log(self.bench, site, limit=20), None
+        failed_only = request.query_params.get("log") == "failed"
+        try:  # the failed-only view is the one 'bgcore jobs failed' prints
+            config = self.bench.site_config(site)
+            log = (joblog.failures(self.bench, config, limit=LOG_ROWS) if failed_only
+                   else joblog.recent(self.bench, config, limit=LOG_ROWS))
+            log_error = None
         except BgcoreError as exc:
             log, log_error = [], str(exc)
         return self.render(request, "site.html", fragment="site_live.html", title=site, site=site, status=status,
                            state=sites.switch_state(_switch_of(status.stopped_by)), events=events,
-                           events_error=events_error, log=log, log_error=log_error, zone=site_zone(self.bench, site),
+                           events_error=events_error, log=log, log_error=log_error, failed_only=failed_only,
+                           local_id=keys.local_job_id, zone=site_zone(self.bench, site),
                            message=request.query_params.get("done"))
 
     def jobs_page(self, request: Request) -> Response:

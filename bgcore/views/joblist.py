@@ -19,7 +19,7 @@ from typing import Any
 from bgcore import keys
 from bgcore.bench import Bench, validate_site_name
 from bgcore.errors import InvalidArgument
-from bgcore.jobs import job_label
+from bgcore.jobs import doc_label, job_label
 from bgcore.queues import check_queue
 from bgcore.rqbridge import broker
 from bgcore.views import Page
@@ -61,7 +61,8 @@ class JobRow:
     queue: str | None
     status: str
     method: str | None
-    job: str
+    job: str  # what listings call it: its name, ``Doctype name.method``, or its method
+    job_name: str | None = None  # its name, or ``Doctype name.method`` for a document job (None: neither)
     kwargs: Any = None
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
@@ -242,7 +243,7 @@ def _rows(bench: Bench, status: str, entries: list[tuple[str, float | None]]) ->
         rows.append(JobRow(
             rq_id=rq_id, job_id=keys.local_job_id(rq_id), site=keys.site_of_job(rq_id),
             queue=keys.queue_of(bench.bench_id, text(origin)), status=text(state) or status, method=method,
-            job=job_label(method, name, inner) or rq_id, kwargs=inner, enqueued_at=rq_time(enqueued),
+            job=job_label(method, name, inner) or rq_id, job_name=name or doc_label(method, inner), kwargs=inner, enqueued_at=rq_time(enqueued),
             started_at=rq_time(started), ended_at=rq_time(ended),
             due=datetime.fromtimestamp(score, timezone.utc) if score is not None and status == "scheduled" else None,
             worker=text(worker) or None, exception=error))

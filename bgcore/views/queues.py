@@ -22,14 +22,14 @@ class QueueCounts:
     per_site: dict[str, int] = field(default_factory=dict)
 
 
-def queue_counts(bench: Bench) -> list[QueueCounts]:
+def queue_counts(bench: Bench, names: list[str] | None = None) -> list[QueueCounts]:
     """Every queue's counts, in priority order, in one pipelined round trip.
 
     Queued jobs are counted per site list (the cost grows with the sites that have
     jobs waiting, never with the jobs); running, failed and scheduled are the sizes
     of RQ's started and failed registries and of the queue's delayed set.
     """
-    names = list(bench.queues)
+    names = list(bench.queues) if names is None else names
     engine = broker(bench)
     with bench.redis().pipeline(transaction=False) as pipe:
         for name in names:
