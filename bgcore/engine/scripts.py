@@ -273,3 +273,11 @@ for _, site in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 return out
 """
+
+# Sizes of many sorted sets in one call (the sites table's failed counts). KEYS: the sets.
+# Returns their ZCARDs in order. One command to pack and one array to read, however many sets.
+ZCARDS = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('ZCARD', key) end
+return out
+"""
