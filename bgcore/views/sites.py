@@ -61,7 +61,8 @@ def site_rows(bench: Bench, *, search: str = "", scheduler: str | None = None, e
     failed = _failed_per_site(bench, names) if sort == "failed" else {}
     if sort != "site":
         count = {"queued": queued, "running": running, "failed": failed}.get(sort)
-        names.sort(key=lambda n: (count.get(n, 0) if count is not None else switches[n][0], n), reverse=descending)
+        # names are sorted already; a stable sort keeps ties by name, ascending either way
+        names.sort(key=lambda n: count.get(n, 0) if count is not None else switches[n][0], reverse=descending)
     elif descending:
         names.reverse()
     shown = names[offset:offset + limit]
