@@ -479,3 +479,32 @@ def test_bgcore_metrics_with_a_password_needs_it_over_http(bench_dir: BenchDir, 
     assert refused.value.code == 401
     assert "bgcore_jobs" in family_names(fetch_text(url, basic("s3cret")))
     assert "bgcore_jobs" in family_names(fetch_text(url, "Bearer s3cret"))
+
+
+def test_a_horse_forked_while_the_parent_holds_unsent_counts_does_not_send_them_too(
+        bench_dir: BenchDir, redis_client: redis.Redis) -> None:
+    # Given a pool parent whose count of a lost job could not be written (Redis away)
+    port = free_port()
+    bench_dir.write_common(redis_queue=f"redis://127.0.0.1:{port}/0")
+    counter = JobMetrics(flush_every=0.0, clock=lambda: NOW)
+    job = SimpleNamespace(origin=keys.queue_name(bench_dir.bench().bench_id, "default"))
+    counter.horse_lost(LostJob(bench_dir.bench(), job, "failed", "WorkHorseKilled", NOW))
+    assert counter.tally
+    # When a horse is forked and runs a job once Redis answers
+    bench_dir.write_common()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the horse
+        try:
+            counter.after_job(a_run(bench_dir.bench(), queue="default"))
+            os.write(write, b"ok")
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 2) == b"ok"
+    # Then the horse sent only its own run; the lost job is the parent's to send
+    outcomes = keys.metrics_outcomes(bench_dir.bench().bench_id, "default")
+    assert redis_client.hgetall(outcomes) == {b"finished": b"1"}
+    # And the parent sends it with its next write (a second lost job)
+    counter.horse_lost(LostJob(bench_dir.bench(), job, "failed", "WorkHorseKilled", NOW))
+    assert redis_client.hgetall(outcomes) == {b"finished": b"1", b"lost": b"2"}
