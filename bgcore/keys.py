@@ -151,6 +151,15 @@ def queue_wake(bench_id: str, queue: str) -> str:
     return bench_key(bench_id, "queue", queue, "wake")
 
 
+def site_failed(bench_id: str, site: str) -> str:
+    """Sorted set: the RQ ids of ``site``'s failed jobs in every queue, scored like RQ's failed registries.
+
+    Kept in step with the failed registries by the engine's scripts (finish adds, requeue and
+    delete remove) and by retention; lets per-site listings and counts skip other sites' failures.
+    """
+    return site_key(bench_id, site, "failed")
+
+
 def held_sites(bench_id: str) -> str:
     """Set: sites whose jobs workers leave queued (``hold_jobs``); kept in step with the site configs."""
     return bench_key(bench_id, "held_sites")
