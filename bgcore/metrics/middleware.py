@@ -16,6 +16,7 @@ whose reply is lost (Redis died right after ``EXEC``) is sent again, so counted 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -48,6 +49,7 @@ class JobMetrics(Middleware):
         self.clock = clock
         self.monotonic = monotonic
         self.tally = Tally()
+        self._pid = os.getpid()
         self._bench: Bench | None = None
         self._written_at = monotonic()
         self._failing = False
@@ -55,7 +57,7 @@ class JobMetrics(Middleware):
     def after_job(self, run: JobRun) -> None:
         if run.queue is None:  # run outside a queue (RQ's job.perform() of a job of another program)
             return
-        self.tally.add(run.queue, run.status, ended=self.clock().timestamp(), duration=run.duration)
+        self._own_tally().add(run.queue, run.status, ended=self.clock().timestamp(), duration=run.duration)
         self._bench = run.bench
         if self.monotonic() - self._written_at >= self.flush_every:
             self.flush()
@@ -66,7 +68,7 @@ class JobMetrics(Middleware):
         if queue is None:
             return
         outcome = "timeout" if lost.status == "timeout" else "lost"
-        self.tally.add(queue, outcome, ended=lost.ended_at.timestamp(), duration=None)
+        self._own_tally().add(queue, outcome, ended=lost.ended_at.timestamp(), duration=None)
         self._bench = lost.bench
         self.flush()
 
@@ -76,11 +78,22 @@ class JobMetrics(Middleware):
     def horse_stopping(self, bench: Bench) -> None:
         self.flush()
 
+    def _own_tally(self) -> Tally:
+        """This process's tally: a horse drops what it inherited from the pool parent at the fork.
+
+        (The parent writes its counts at once, but keeps them while Redis is away: the parent
+        sends those later, and a horse forked meanwhile must not send them too.)
+        """
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self.tally = Tally()
+        return self.tally
+
     def flush(self) -> None:
         """Write what was counted since the last write (nothing to send: no round trip)."""
         self._written_at = self.monotonic()
         bench = self._bench
-        if bench is None or not self.tally:
+        if bench is None or not self._own_tally():
             return
         try:
             self.tally.write(bench.redis(), bench.bench_id)
