@@ -293,8 +293,12 @@ def test_bulk_requeue_and_delete_by_filter_touch_only_what_it_selects(bench: Ben
                                                          "method": "testapp.tasks.fail"}, follow_redirects=False)
     assert response.status_code == 303 and "requeued+1+failed" in response.headers["location"]
     assert (status(bench, a_fail), status(bench, a_add), status(bench, b_fail)) == ("queued", "failed", "failed")
+    # And deleting in bulk needs its box ticked
+    assert client.post("/jobs/failed/delete", data={"csrf_token": csrf}).status_code == 400
+    assert status(bench, a_add) == "failed"
     # And every failed job of every site is deleted
-    response = client.post("/jobs/failed/delete", data={"csrf_token": csrf}, follow_redirects=False)
+    response = client.post("/jobs/failed/delete", data={"csrf_token": csrf, "confirm": "yes"},
+                           follow_redirects=False)
     assert "deleted+2+failed" in response.headers["location"]
     assert not bench.redis().exists(keys.rq_job(a_add)) and not bench.redis().exists(keys.rq_job(b_fail))
     assert status(bench, a_fail) == "queued"
@@ -315,7 +319,8 @@ def test_actions_never_touch_another_bench_on_the_same_redis(bench: Bench, bench
     with TestClient(create_app(bench)) as client:
         csrf = token(client)
         # When this bench's dashboard requeues, deletes in bulk and pauses a.test
-        assert client.post("/jobs/failed/delete", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+        assert client.post("/jobs/failed/delete", data={"csrf_token": csrf, "confirm": "yes"},
+                           follow_redirects=False).status_code == 303
         client.post("/sites/a.test/scheduler/pause", data={"csrf_token": csrf})
         # And lists jobs
         listed = client.get("/jobs?status=queued").text + client.get("/jobs?status=failed").text

@@ -205,6 +205,8 @@ class Dashboard:
         act = {"requeue": requeue_failed, "delete": delete_failed}.get(verb)
         if act is None:
             raise HTTPException(404, f"no bulk action {verb!r}; use requeue or delete")
+        if verb == "delete" and form.get("confirm") != "yes":
+            raise HTTPException(400, "deleting failed jobs in bulk needs the 'yes, delete them' box ticked")
         site, queue, method = form.get("site") or None, form.get("queue") or None, form.get("method") or None
         names = [self._known(site)] if site else self.bench.site_names()
         done = sum(len(act(self.bench, name, method=method, queue=queue).jobs) for name in names)
