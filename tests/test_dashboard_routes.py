@@ -411,3 +411,21 @@ def test_the_cli_refuses_to_serve_a_public_address_without_a_password(bench_dir:
     result = CliRunner().invoke(main, ["--bench", str(bench_dir.path), "dashboard", "--host", "0.0.0.0"])
     assert result.exit_code == 1
     assert "Error: the dashboard refuses to listen on '0.0.0.0' without a password" in result.output
+
+
+def test_a_taken_port_is_one_clear_error_and_start_runs_without_the_dashboard(
+        bench_dir: BenchDir, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    from bgcore.start import dashboard_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["--bench", str(bench_dir.path), "dashboard", "--port", str(port)])
+        assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.output
+        bench_dir.write_common(dashboard_port=port)
+        with caplog.at_level("WARNING", logger="bgcore.start"):
+            assert dashboard_port(bench_dir.bench()) is None
+        assert f"dashboard not started: port {port} of 127.0.0.1 is in use" in caplog.text
