@@ -266,6 +266,10 @@ def test_trigger_enqueues_one_run_of_an_event(bench: Bench, bench_dir: BenchDir)
         assert "trigger-" + event.group(1) in queued
         missing = client.post("/sites/e.test/trigger", data={"csrf_token": csrf.group(1), "event": "nope"})
         assert missing.status_code == 400 and "has no scheduled event" in missing.text
+        # And a paused site's event is not run, as the CLI refuses it without --force
+        client.post("/sites/e.test/scheduler/pause", data={"csrf_token": csrf.group(1)})
+        paused = client.post("/sites/e.test/trigger", data={"csrf_token": csrf.group(1), "event": event.group(1)})
+        assert paused.status_code == 409 and "has pause_scheduler on" in paused.text
 
 
 def test_requeue_and_delete_one_failed_job(bench: Bench, client: TestClient) -> None:
