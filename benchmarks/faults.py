@@ -517,7 +517,7 @@ def _private_redis(bench: Path) -> tuple[int, str] | None:
 
 def _start_bench(stack: ExitStack, root: Path) -> tuple[Path, Launched, int, str]:
     bench = make_bench(root, None, workers={"default": {"background_workers": 2}})
-    started = stack.enter_context(launch("start", [bgcore_argv(bench, "start", "--no-scheduler")], os.environ, root))
+    started = stack.enter_context(launch("start", [bgcore_argv(bench, "start", "--no-scheduler", "--no-dashboard")], os.environ, root))
     found = wait_for(lambda: _private_redis(bench), 30, 0.1)
     if found is None:
         raise RuntimeError(f"bgcore start: no private Redis\n{started.describe_logs()}")

@@ -19,8 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from redis import RedisError
-from rq import Queue
-from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.utils import as_text
 
 from bgcore import keys
@@ -31,11 +29,11 @@ from bgcore.errors import BgcoreError, ConfigError
 from bgcore.engine import gone
 from bgcore.host import host_name, host_of_holder, host_of_worker
 from bgcore.queues import DEFAULT_TIMEOUTS
-from bgcore.rqbridge import SERIALIZER, broker, rq_queue
-from bgcore.scheduler import presence
-from bgcore.scheduler.lease import current_holder
 from bgcore.scheduler.overlap import worker_alive
 from bgcore.scheduler.switches import blocking_switch
+from bgcore.views.queues import queue_counts
+from bgcore.views.scheduler import scheduler_view
+from bgcore.views.workers import live_workers, per_queue
 
 DEFAULT_MAX_QUEUE_AGE_SECONDS = 600.0
 HEADS_PER_SITE = 10  # ids read from the head of each site's list to find its oldest job (at_front pushes left)
@@ -115,25 +113,18 @@ def diagnose(bench: Bench, now: datetime | None = None) -> DoctorReport:
         return DoctorReport(redis_url="(none)", redis_ok=False, redis_error=str(exc), problems=_site_problems(bench))
     report = DoctorReport(redis_url=url, redis_ok=True)
     try:
-        queues = [rq_queue(bench, name) for name in bench.queues]
+        names = list(bench.queues)
     except BgcoreError as exc:  # a broken 'workers' key: report it, look at the default queues
         report.problems.append(str(exc))
-        queues = [Queue(keys.queue_name(bench.bench_id, name), connection=bench.redis(), serializer=SERIALIZER)
-                  for name in DEFAULT_TIMEOUTS]
+        names = list(DEFAULT_TIMEOUTS)
     try:
-        connection = bench.redis()
-        connection.ping()
-        workers_per_queue = _workers_per_queue(bench)
-        for queue in queues:
-            name = keys.queue_of(bench.bench_id, queue.name) or queue.name
-            depths = broker(bench).depths(name)
+        bench.redis().ping()
+        serving = per_queue(live_workers(bench, now))
+        for counts in queue_counts(bench, names):
             report.queues.append(QueueHealth(
-                name=name,
-                workers=workers_per_queue.get(queue.name, 0),
-                queued=sum(depths.values()),
-                started=StartedJobRegistry(queue=queue).get_job_count(cleanup=False),
-                failed=FailedJobRegistry(queue=queue).get_job_count(cleanup=False),
-                oldest_enqueued_at=_oldest_enqueued(bench, name, list(depths)),
+                name=counts.name, workers=serving.get(counts.name, 0), queued=counts.queued,
+                started=counts.running, failed=counts.failed,
+                oldest_enqueued_at=_oldest_enqueued(bench, counts.name, list(counts.per_site)),
             ))
         report.scheduler = _scheduler_health(bench, now, report.problems)
         report.hosts = _hosts(bench, now, report.scheduler)
@@ -200,25 +191,17 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _scheduler_health(bench: Bench, now: datetime, problems: list[str]) -> SchedulerHealth:
-    """The lease holder, its last tick, the standbys; a problem when no one leads an enabled site."""
-    redis = bench.redis()
-    try:
-        lease = bench.settings.get("scheduler_lease_seconds")
-    except ConfigError as exc:
-        problems.append(str(exc))
-        lease = 15.0
-    leader = current_holder(redis, bench.bench_id)
-    daemons = presence.alive(redis, bench.bench_id, now=now, lease_seconds=lease)
-    last_tick = next((d.last_tick for d in daemons if d.holder == leader), None)
-    # An entry still saying "leader" under another holder's lease is a leader that died (or lost the
-    # lease and has not said so yet): it does not stand by.
-    standbys = [d.holder for d in daemons if d.holder != leader and d.role != "leader"]
+    """The lease holder, its last tick, the standbys (:func:`bgcore.views.scheduler.scheduler_view`);
+    a problem when no one leads an enabled site."""
+    found = scheduler_view(bench, now)
+    problems.extend(found.problems)
     enabled = _enabled_sites(bench)
-    if leader is None and enabled:
+    if found.leader is None and enabled:
         shown = ", ".join(enabled[:5]) + (f" and {len(enabled) - 5} more" if len(enabled) > 5 else "")
         problems.append(f"no scheduler leads this bench (nobody holds the lease) although {len(enabled)} site(s) "
                         f"have the scheduler enabled ({shown}); run 'bgcore schedule' or 'bgcore start'")
-    return SchedulerHealth(leader=leader, last_tick=last_tick, standbys=standbys, enabled_sites=len(enabled))
+    return SchedulerHealth(leader=found.leader, last_tick=found.last_tick, standbys=found.standbys,
+                           enabled_sites=len(enabled))
 
 
 def _enabled_sites(bench: Bench) -> list[str]:
@@ -231,32 +214,6 @@ def _enabled_sites(bench: Bench) -> list[str]:
         except BgcoreError:
             continue
     return enabled
-
-
-def _workers_per_queue(bench: Bench) -> dict[str, int]:
-    """Live workers (pool horses) of this bench only, counted per RQ queue name.
-
-    A registration outlives a killed worker until its TTL expires; on this host
-    the pids of the horse and of its pool parent tell at once whether it still serves.
-    """
-    prefix = keys.queue_prefix(bench.bench_id)
-    this_host = host_name()
-    redis = bench.redis()
-    names = sorted(as_text(n) for n in redis.smembers(keys.RQ_WORKERS))
-    with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.hmget(name, ["pid", "hostname", "pool_pid", "queues"])
-        records = pipe.execute()
-    counts: dict[str, int] = {}
-    for pid, hostname, pool_pid, queues in ((as_text(v) if v is not None else None for v in r) for r in records):
-        if not worker_alive(pid, hostname, this_host=this_host):
-            continue
-        if pool_pid and not worker_alive(pool_pid, hostname, this_host=this_host):
-            continue  # its pool parent is gone: the horse is only finishing its last job
-        for name in (queues or "").split(","):
-            if name.startswith(prefix):
-                counts[name] = counts.get(name, 0) + 1
-    return counts
 
 
 def _hosts(bench: Bench, now: datetime, scheduler: SchedulerHealth) -> list[HostHealth]:
@@ -337,3 +294,12 @@ def _site_problems(bench: Bench) -> list[str]:
     paths, prints = current_fingerprints({app for apps in installed.values() for app in apps})
     problems.extend(stale.message() for stale in find_stale(paths, prints, stored, installed))
     return problems
+
+
+def _workers_per_queue(bench: Bench) -> dict[str, int]:
+    """Live workers of this bench per *RQ* queue name (``<bench>:<queue>``), from :mod:`bgcore.views.workers`.
+
+    Kept for callers written before the read models (the metrics collector); new code calls
+    ``per_queue(live_workers(bench))``, keyed by the bench's queue names.
+    """
+    return {keys.queue_name(bench.bench_id, name): n for name, n in per_queue(live_workers(bench)).items()}

@@ -43,6 +43,7 @@ class JobRecord:
     kwargs: Any = None
     exception: str | None = None
     traceback: str | None = None
+    result: Any = None  # what the method returned, while RQ keeps a finished job's result
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -55,10 +56,11 @@ def _from_job(bench: Bench, job: Job) -> JobRecord:
     inner = payload.get("kwargs") if isinstance(payload.get("kwargs"), dict) else None
     started, ended = _aware(job.started_at), _aware(job.ended_at)
     status = str(job.get_status(refresh=False).value) if job.get_status(refresh=False) else "unknown"
-    error = None
-    if status == "failed":
+    error, value = None, None
+    if status in ("failed", "finished"):
         result = job.latest_result()
         error = str(result.exc_string) if result is not None and result.exc_string else None
+        value = result.return_value if result is not None and status == "finished" else None
     return JobRecord(
         job_id=keys.local_job_id(job.id),
         job=payload.get("job_name") or doc_label(method, inner) or method or job.description or job.id,
@@ -66,7 +68,7 @@ def _from_job(bench: Bench, job: Job) -> JobRecord:
         enqueued_at=_aware(job.enqueued_at), started_at=started, ended_at=ended,
         duration_ms=int((ended - started).total_seconds() * 1000) if started and ended else None,
         worker=job.worker_name, kwargs=inner,
-        exception=error.strip().splitlines()[-1] if error else None, traceback=error)
+        exception=error.strip().splitlines()[-1] if error else None, traceback=error, result=value)
 
 
 def _from_row(row: Any) -> JobRecord:
@@ -91,13 +93,13 @@ def _site_ids(bench: Bench, site: str) -> list[str]:
     for queue in bench.queues:
         found.extend(broker(bench).queued_ids(queue, site))
         rq_name = keys.queue_name(bench.bench_id, queue)
-        for registry in (keys.started_registry(rq_name), keys.finished_registry(rq_name),
-                         keys.failed_registry(rq_name)):
+        for registry in (keys.started_registry(rq_name), keys.finished_registry(rq_name)):
             for entry in redis.zrange(registry, 0, -1):
                 text = entry.decode() if isinstance(entry, bytes) else str(entry)
                 rq_id = text.split(":", 1)[0]
                 if rq_id.startswith(prefix):
                     found.append(rq_id)
+    found.extend(broker(bench).failed_ids(None, site))  # the site's failed index, not every site's failures
     return list(dict.fromkeys(found))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from rq.job import Job
 
@@ -36,31 +36,19 @@ class PurgeReport:
 def pending_jobs(bench: Bench, site: str | None = None) -> list[PendingJob]:
     """Queued jobs of the bench (of ``site`` only, matched exactly), per queue in priority order.
 
-    With ``site``, only that site's lists are read (no scan of other sites' jobs).
+    With ``site``, only that site's lists are read (no scan of other sites' jobs). The rows
+    are the dashboard's (:func:`bgcore.views.joblist.job_rows`), without paging.
     """
+    from bgcore.views.joblist import JobFilter, job_rows
+
     if site is not None:
         validate_site_name(site)
     found: list[PendingJob] = []
     for name in bench.queues:
-        ids = broker(bench).queued_ids(name, site)
-        delayed = broker(bench).scheduled(name, site)
-        due = {job_id: when for job_id, when in delayed}
-        for job in Job.fetch_many([*ids, *due], connection=bench.redis(), serializer=SERIALIZER):
-            if job is None:
-                continue
-            payload = _payload(job)
-            inner = payload.get("kwargs")
-            found.append(PendingJob(
-                queue=name,
-                site=keys.site_of_job(job.id),
-                job_id=keys.local_job_id(job.id),
-                job_name=_text(payload.get("job_name")) or doc_label(
-                    _text(payload.get("method")), inner if isinstance(inner, dict) else None),
-                method=_text(payload.get("method")),
-                enqueued_at=job.enqueued_at,
-                status="scheduled" if job.id in due else "queued",
-                due=datetime.fromtimestamp(due[job.id], timezone.utc) if job.id in due else None,
-            ))
+        for status in ("queued", "scheduled"):
+            found.extend(PendingJob(queue=name, site=row.site, job_id=row.job_id, job_name=row.job_name,
+                                    method=row.method, enqueued_at=row.enqueued_at, status=status, due=row.due)
+                         for row in job_rows(bench, JobFilter(status=status, site=site, queue=name)))
     return found
 
 

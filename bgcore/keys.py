@@ -151,6 +151,20 @@ def queue_wake(bench_id: str, queue: str) -> str:
     return bench_key(bench_id, "queue", queue, "wake")
 
 
+def site_failed(bench_id: str, site: str) -> str:
+    """Sorted set: the RQ ids of ``site``'s failed jobs in every queue, scored like RQ's failed registries.
+
+    Kept in step with the failed registries by the engine's scripts (finish adds, requeue and
+    delete remove) and by retention; lets per-site listings and counts skip other sites' failures.
+    """
+    return site_key(bench_id, site, "failed")
+
+
+def failed_indexed(bench_id: str, queue: str) -> str:
+    """String key, set once the failures of ``queue`` made before the site failed index existed are indexed."""
+    return bench_key(bench_id, "queue", queue, "failed_indexed")
+
+
 def held_sites(bench_id: str) -> str:
     """Set: sites whose jobs workers leave queued (``hold_jobs``); kept in step with the site configs."""
     return bench_key(bench_id, "held_sites")
@@ -217,3 +231,21 @@ def rq_legacy_queue(rq_queue_name: str) -> str:
 def scheduler_daemons(bench_id: str) -> str:
     """Hash of the bench's live scheduler daemons: holder -> JSON ``{"role", "seen", "last_tick"}``."""
     return bench_key(bench_id, "scheduler", "daemons")
+
+
+# -- job metrics (issue 10): counters the lifecycle middleware adds up, read by /metrics and the dashboard ---------
+
+
+def metrics_outcomes(bench_id: str, queue: str) -> str:
+    """Hash: outcome (``finished``, ``failed``, ``timeout``, ``retried``, ``lost``) -> jobs of ``queue`` ever."""
+    return bench_key(bench_id, "metrics", "queue", queue, "outcomes")
+
+
+def metrics_durations(bench_id: str, queue: str) -> str:
+    """Hash of ``queue``'s run-time histogram: ``le:<bound>`` -> runs in that bucket only, and ``sum`` (seconds)."""
+    return bench_key(bench_id, "metrics", "queue", queue, "durations")
+
+
+def metrics_minute(bench_id: str, minute: int) -> str:
+    """Hash of one minute (epoch seconds of its start): ``<queue>:finished`` / ``<queue>:failed`` -> runs; expires."""
+    return bench_key(bench_id, "metrics", "minute", str(minute))

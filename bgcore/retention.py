@@ -26,6 +26,7 @@ from bgcore.bench import Bench
 from bgcore.db.engines import database_for
 from bgcore.db.joblog import FAILED_STATUSES
 from bgcore.db.schema import job_log
+from bgcore.rqbridge import broker
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,12 @@ def _ended(value: Any) -> datetime | None:
     return found if found.tzinfo else found.replace(tzinfo=UTC)
 
 
-def _drop(pipe: Any, registry: str, rq_id: str) -> None:
+def _drop(pipe: Any, bench: Bench, registry: str, rq_id: str) -> None:
     pipe.delete(keys.rq_job(rq_id), keys.rq_results(rq_id))
     pipe.zrem(registry, rq_id)
+    site = keys.site_of_job(rq_id)
+    if site is not None:
+        pipe.zrem(keys.site_failed(bench.bench_id, site), rq_id)
 
 
 def prune_failed_jobs(bench: Bench, now: datetime, *, batch: int = BATCH) -> int:
@@ -101,7 +105,7 @@ def prune_failed_jobs(bench: Bench, now: datetime, *, batch: int = BATCH) -> int
         if old:
             with redis.pipeline(transaction=False) as pipe:
                 for rq_id in old:
-                    _drop(pipe, registry, rq_id)
+                    _drop(pipe, bench, registry, rq_id)
                 pipe.execute()
             removed += len(old)
     if removed:
@@ -136,13 +140,11 @@ def clear_failed(bench: Bench, site: str, now: datetime, older_than: timedelta |
         rows += done
         if done < BATCH:
             break
-    prefix = keys.site_job_prefix(site)
     redis = bench.redis()
     jobs = 0
     for queue in bench.queues:
         registry = keys.failed_registry(keys.queue_name(bench.bench_id, queue))
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in redis.zrange(registry, 0, -1)]
-        ids = [i for i in ids if i.startswith(prefix)]
+        ids = broker(bench).failed_ids(queue, site)  # the site's failed index: no scan of other sites'
         if older_than is not None and ids:
             with redis.pipeline(transaction=False) as pipe:
                 for rq_id in ids:
@@ -151,7 +153,7 @@ def clear_failed(bench: Bench, site: str, now: datetime, older_than: timedelta |
             ids = [i for i, at in zip(ids, ended) if at is None or at < now - older_than]
         with redis.pipeline(transaction=False) as pipe:
             for rq_id in ids:
-                _drop(pipe, registry, rq_id)
+                _drop(pipe, bench, registry, rq_id)
             pipe.execute()
         jobs += len(ids)
     return ClearReport(site=site, log_rows=rows, redis_jobs=jobs)

@@ -58,8 +58,8 @@ class Child:
         logger.info("started %s pid=%s", self.name, self.proc.pid)
 
 
-def child_commands(bench: Bench, with_scheduler: bool) -> list[Child]:
-    """The workers (and scheduler) the bench's config asks for."""
+def child_commands(bench: Bench, with_scheduler: bool, dashboard_port: int | None = None) -> list[Child]:
+    """The workers (and scheduler, and the dashboard on ``dashboard_port`` of loopback) the bench asks for."""
     base = [sys.executable, "-m", "bgcore.cli", "--bench", str(bench.path)]
     children = []
     for pool in worker_pools(bench.queues, str(bench.sites_path / COMMON_CONFIG)):
@@ -67,7 +67,30 @@ def child_commands(bench: Bench, with_scheduler: bool) -> list[Child]:
                                                       "--pool", str(pool.size)]))
     if with_scheduler:
         children.append(Child("scheduler", [*base, "schedule"]))
+    if dashboard_port is not None:
+        children.append(Child("dashboard", [*base, "dashboard", "--host", DASHBOARD_HOST,
+                                            "--port", str(dashboard_port)]))
     return children
+
+
+DASHBOARD_HOST = "127.0.0.1"  # start runs the dashboard on loopback only, whatever dashboard_host says
+
+
+def dashboard_port(bench: Bench) -> int | None:
+    """The port ``bgcore start`` runs the dashboard on (``dashboard_port``), or None when it is taken.
+
+    A taken port is one warning, not a dashboard restarted every two seconds; the
+    bench runs without it (``bgcore dashboard --port`` can serve it elsewhere).
+    """
+    from bgcore.dashboard.server import port_free
+    from bgcore.dashboard.settings import DashboardSettings
+
+    settings = DashboardSettings.from_bench(bench, host=DASHBOARD_HOST)
+    if not port_free(DASHBOARD_HOST, settings.port):
+        logger.warning("dashboard not started: port %s of %s is in use; set dashboard_port in "
+                       "common_site_config.json, or run 'bgcore dashboard --port N'", settings.port, DASHBOARD_HOST)
+        return None
+    return settings.port
 
 
 class PrivateRedis:
@@ -116,7 +139,7 @@ def _exit_status(code: int | None) -> str:
     return f"status {code}"
 
 
-def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
+def run_bench(bench: Bench, *, with_scheduler: bool, dashboard: int | None = None) -> None:
     """Run the bench until SIGINT/SIGTERM; see the module docstring."""
     stop = threading.Event()
 
@@ -133,7 +156,7 @@ def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
             private = PrivateRedis(bench)
             logger.info("private Redis for bench %s at %s", bench.path, private.url)
         ping(bench)
-        children = child_commands(bench, with_scheduler)
+        children = child_commands(bench, with_scheduler, dashboard)
         for child in children:
             child.spawn()
         _supervise(children, stop, private)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bgcore import embedded_redis
-from bgcore.processes import pid_alive
+from bgcore.processes import free_port, pid_alive
 from tests.conftest import BGCORE_EXE, REPO, BenchDir
 
 
@@ -52,6 +52,11 @@ def stop_leftovers() -> Iterator[None]:
 
 
 def start(bench: BenchDir, log: Path, *, scheduler: bool = False) -> subprocess.Popen[bytes]:
+    """``bgcore start`` on the bench, its dashboard on a free port (never the default 8009 another run may hold)."""
+    common = bench.sites / "common_site_config.json"
+    config = json.loads(common.read_text())
+    config["dashboard_port"] = free_port()
+    common.write_text(json.dumps(config, indent=2))
     env = dict(os.environ, BGCORE_BENCH=str(bench.path))
     with open(log, "ab") as out:
         proc = subprocess.Popen([BGCORE_EXE, "start", *(() if scheduler else ("--no-scheduler",))], env=env,
@@ -266,3 +271,40 @@ def test_a_private_redis_whose_port_was_taken_comes_back_once_the_port_is_free(
         assert embedded_redis.running_url(private_bench.bench()) == private.url
     finally:
         private.stop()
+
+
+def test_start_runs_the_dashboard_on_loopback_and_prints_its_url(private_bench: BenchDir, tmp_path: Path) -> None:
+    import urllib.request
+
+    # Given a bench started with its dashboard (on a free port the helper chose)
+    log = tmp_path / "start.log"
+    proc = start(private_bench, log)
+    port = json.loads((private_bench.sites / "common_site_config.json").read_text())["dashboard_port"]
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        # Then the banner names the dashboard's URL and the overview answers there
+        wait_for(lambda: f"Dashboard: {url}" in log.read_text(), what="the banner with the dashboard URL")
+
+        def overview() -> str:
+            try:
+                with urllib.request.urlopen(url + "sites", timeout=5) as response:
+                    return str(response.read().decode())
+            except OSError:
+                return ""
+
+        wait_for(lambda: "a.test" in overview(), timeout=60, what="the dashboard to serve the sites page")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    # And with --no-dashboard there is none
+    env = dict(os.environ, BGCORE_BENCH=str(private_bench.path))
+    with open(log, "ab") as out:
+        quiet = subprocess.Popen([BGCORE_EXE, "start", "--no-scheduler", "--no-dashboard"], env=env, stdout=out,
+                                 stderr=out, cwd=private_bench.path)
+    STARTED.append(quiet)
+    try:
+        wait_for(lambda: log.read_text().count("bgcore start: bench ") == 2, what="the second start's banner")
+        assert log.read_text().count("Dashboard: ") == 1
+    finally:
+        quiet.send_signal(signal.SIGINT)
+        assert quiet.wait(60) == 0

@@ -96,7 +96,7 @@ def _accept_root_options(command: click.Command) -> None:
 
 pass_state = click.make_pass_decorator(CliState)
 
-LONG_RUNNING = frozenset({"worker", "schedule", "start"})
+LONG_RUNNING = frozenset({"worker", "schedule", "start", "dashboard", "metrics"})
 
 
 @click.group(cls=BgcoreGroup)
@@ -145,9 +145,9 @@ def configure_logging(level: str | None, log_file: str | None, *, verbose: bool 
 
 
 def _register() -> None:
-    from bgcore.cli import config, jobs, run, scheduler, setup, site
+    from bgcore.cli import config, dashboard, jobs, metrics, run, scheduler, setup, site
 
-    for module in (jobs, run, site, scheduler, config, setup):
+    for module in (jobs, run, site, scheduler, config, setup, dashboard, metrics):
         for command in module.COMMANDS:
             _accept_root_options(command)
             main.add_command(command)

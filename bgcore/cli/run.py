@@ -15,30 +15,33 @@ from bgcore.cli import CliState, configure_logging, log_options, main, pass_stat
 from bgcore.cli.output import FORMAT_OPTION, emit
 from bgcore.doctor import HostHealth, SchedulerHealth, diagnose
 from bgcore.errors import BgcoreError
-from bgcore.start import run_bench
+from bgcore.start import DASHBOARD_HOST, dashboard_port, run_bench
 
 
 @click.command()
 @click.option("--no-scheduler", is_flag=True, help="Run only Redis and the workers.")
+@click.option("--no-dashboard", is_flag=True, help="Do not run the web dashboard.")
 @log_options
 @pass_state
-def start(state: CliState, no_scheduler: bool, log_level: str | None, log_file: str | None) -> None:
-    """Run the bench: private Redis (if needed), workers and the scheduler. Ctrl-C stops it."""
+def start(state: CliState, no_scheduler: bool, no_dashboard: bool, log_level: str | None,
+          log_file: str | None) -> None:
+    """Run the bench: private Redis (if needed), workers, the scheduler and the dashboard. Ctrl-C stops it."""
     configure_logging(log_level, log_file, verbose=state.verbose)
     for key, value in (("BGCORE_LOG_LEVEL", log_level), ("BGCORE_LOG_FILE", log_file)):
         if value:  # the workers and the scheduler it starts log the same way
             os.environ[key] = os.path.abspath(value) if key == "BGCORE_LOG_FILE" else value
     with_scheduler = not no_scheduler and "schedule" in main.commands
+    port = None if no_dashboard else dashboard_port(state.bench)
     stop = threading.Event()
-    banner = threading.Thread(target=_banner_when_ready, args=(state.bench, stop), daemon=True)
+    banner = threading.Thread(target=_banner_when_ready, args=(state.bench, stop, port), daemon=True)
     banner.start()
     try:
-        run_bench(state.bench, with_scheduler=with_scheduler)
+        run_bench(state.bench, with_scheduler=with_scheduler, dashboard=port)
     finally:
         stop.set()
 
 
-def _banner_when_ready(bench: Bench, stop: threading.Event) -> None:
+def _banner_when_ready(bench: Bench, stop: threading.Event, port: int | None = None) -> None:
     """Print the start banner once the bench's Redis is known (a private one takes a moment to start)."""
     url = bench.settings.get("redis_queue")
     while not url and not stop.is_set():
@@ -46,10 +49,10 @@ def _banner_when_ready(bench: Bench, stop: threading.Event) -> None:
         if not url:
             stop.wait(0.1)
     if url and not stop.is_set():
-        click.echo(start_banner(bench, str(url)))
+        click.echo(start_banner(bench, str(url), port))
 
 
-def start_banner(bench: Bench, redis_url: str) -> str:
+def start_banner(bench: Bench, redis_url: str, dashboard_port: int | None = None) -> str:
     """What ``bgcore start`` says once: where its Redis is, the bench id, and what to try next."""
     exe = Path(sys.executable).parent / "bgcore"
     venv = Path(sys.prefix)
@@ -57,6 +60,7 @@ def start_banner(bench: Bench, redis_url: str) -> str:
     how = (f"or first: source {activate}" if activate.exists() else "or put it on PATH")
     return "\n".join([
         f"bgcore start: bench {bench.path} (id {bench.bench_id}), Redis at {redis_url}",
+        *([f"Dashboard: http://{DASHBOARD_HOST}:{dashboard_port}/"] if dashboard_port is not None else []),
         f"In another terminal ({exe}, {how}):",
         f"  {exe} --bench {bench.path} doctor",
         f"  {exe} --bench {bench.path} show-pending-jobs",

@@ -101,14 +101,16 @@ def write(bench: Bench, config: SiteConfig, entry: JobLogEntry, *, also: Also | 
 
 
 def failures(bench: Bench, config: SiteConfig, *, limit: int = 50) -> list[JobLogEntry]:
-    """The site's most recent failed (or timed-out) jobs, newest first."""
+    """The site's most recent failed (or timed-out) jobs, newest first (``bgcore jobs failed``, the dashboard)."""
+    return recent(bench, config, limit=limit, statuses=FAILED_STATUSES)
+
+
+def recent(bench: Bench, config: SiteConfig, *, limit: int = 50,
+           statuses: tuple[str, ...] | None = None) -> list[JobLogEntry]:
+    """The site's newest job-log rows (of ``statuses`` only, if given), newest first."""
     columns = [job_log.c[name] for name in JobLogEntry.__dataclass_fields__]
-    query = (
-        sa.select(*columns)
-        .where(job_log.c.status.in_(FAILED_STATUSES))
-        .order_by(job_log.c.ended_at.desc(), job_log.c.id.desc())
-        .limit(limit)
-    )
+    where = job_log.c.status.in_(statuses) if statuses else sa.true()
+    query = sa.select(*columns).where(where).order_by(job_log.c.ended_at.desc(), job_log.c.id.desc()).limit(limit)
     with database_for(bench, config).transaction() as connection:
         try:
             rows = connection.execute(query).all()

@@ -202,7 +202,8 @@ class Broker:
         key_list = [keys.rq_job(job_id), keys.started_registry(rq_name), target,
                     keys.worker_processing(self.bench_id, worker), keys.rq_results(job_id),
                     keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
-                    keys.queue_wake(self.bench_id, queue), keys.queue_scheduled(self.bench_id, queue)]
+                    keys.queue_wake(self.bench_id, queue), keys.queue_scheduled(self.bench_id, queue),
+                    keys.site_failed(self.bench_id, site)]
         outcome = "retry" if retry_at is not None else "failed" if failed else "finished"
         return key_list, [worker, job_id, now, _rq_time(now), ttl, outcome, repr(float(retry_at or 0)), site, *fields]
 
@@ -239,6 +240,24 @@ class Broker:
             self.redis.rpush(legacy, *foreign)
         return moved
 
+    def index_failed(self, queue: str) -> int:
+        """Add ``queue``'s failures from before the per-site failed index to it, once per bench; returns how many.
+
+        Failures made since are indexed by the finish script itself; a pool runs this at start.
+        """
+        if self.redis.exists(keys.failed_indexed(self.bench_id, queue)):
+            return 0
+        entries = self.redis.zrange(keys.failed_registry(keys.queue_name(self.bench_id, queue)), 0, -1,
+                                    withscores=True)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member, score in entries:
+                site = keys.site_of_job(as_text(member))
+                if site is not None:
+                    pipe.zadd(keys.site_failed(self.bench_id, site), {member: score}, nx=True)
+            pipe.set(keys.failed_indexed(self.bench_id, queue), "1")
+            pipe.execute()
+        return len(entries)
+
     def queue_of_job(self, job_id: str) -> str | None:
         """The bench queue a job belongs to (from its hash's ``origin``), or None if it is gone."""
         origin = self.redis.hget(keys.rq_job(job_id), "origin")
@@ -259,12 +278,21 @@ class Broker:
         """The sites whose jobs are held."""
         return {as_text(s) for s in self.redis.smembers(keys.held_sites(self.bench_id))}
 
-    def failed_ids(self, queue: str, site: str) -> list[str]:
-        """Ids of ``site``'s jobs in ``queue``'s failed registry (exact site match), oldest first."""
-        prefix = keys.site_job_prefix(site)
-        rq_name = keys.queue_name(self.bench_id, queue)
-        return [i for i in (as_text(m) for m in self.redis.zrange(keys.failed_registry(rq_name), 0, -1))
-                if i.startswith(prefix)]
+    def failed_ids(self, queue: str | None, site: str) -> list[str]:
+        """Ids of ``site``'s failed jobs (of ``queue`` only, if given), oldest first.
+
+        Read from the site's failed index (two round trips, O(the site's failures)), not
+        from the queue's failed registry, which holds every site's.
+        """
+        ids = [as_text(m) for m in self.redis.zrange(keys.site_failed(self.bench_id, site), 0, -1)]
+        if queue is None or not ids:
+            return ids
+        rq_name = keys.queue_name(self.bench_id, queue).encode()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(keys.rq_job(job_id), "origin")
+            origins = pipe.execute()
+        return [i for i, origin in zip(ids, origins) if origin == rq_name]
 
     def settle_failed(self, job_id: str, queue: str, *, delete: bool) -> bool:
         """A failed job back to the tail of its site's list (``delete=False``: attempts start again), or deleted."""
@@ -272,7 +300,8 @@ class Broker:
         rq_name = keys.queue_name(self.bench_id, queue)
         return bool(self._failed_job(
             keys=[keys.rq_job(job_id), keys.failed_registry(rq_name), keys.site_queue(self.bench_id, queue, site),
-                  keys.queue_ring(self.bench_id, queue), keys.queue_wake(self.bench_id, queue), keys.rq_results(job_id)],
+                  keys.queue_ring(self.bench_id, queue), keys.queue_wake(self.bench_id, queue), keys.rq_results(job_id),
+                  keys.site_failed(self.bench_id, site)],
             args=[job_id, site, "delete" if delete else "requeue"],
         ))
 

@@ -31,7 +31,7 @@ from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.engine.broker import Broker, Taken
 from bgcore.engine.outage import OUTAGE_ERRORS, GaveUp, Outage
-from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, perform, storable
+from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, _quietly, perform, storable
 from bgcore.engine.settings import EngineSettings
 from bgcore.engine.slots import HorseState, Slots
 from bgcore.queues import QueueSpec
@@ -275,6 +275,8 @@ class Horse:
         try:
             if self.stopping:
                 return
+            for m in self.middleware:
+                _quietly(m.horse_idle, self.bench)
             wait = IDLE_WAIT_SECONDS
             if self.broker.next_due is not None:  # a delayed job: be back when it is due
                 wait = min(wait, max(0.01, self.broker.next_due - self.broker.clock()))
@@ -285,6 +287,11 @@ class Horse:
             self.outage.failed(exc)
         finally:
             self._waiting = False
+
+    def stopped(self) -> None:
+        """Tell the middleware this horse is leaving (each hook's error is logged, never raised)."""
+        for m in self.middleware:
+            _quietly(m.horse_stopping, self.bench)
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -304,5 +311,6 @@ def horse_main(horse: Horse) -> None:
     except BaseException:  # noqa: BLE001 - a crash of the loop itself: the parent sees status 1
         logger.exception("horse %s crashed", horse.name)
     finally:
+        horse.stopped()
         logging.shutdown()
         os._exit(status)

@@ -23,6 +23,12 @@ these hook points, in the style of dramatiq's middleware:
     (killed, out of memory, over its hard deadline, cold shutdown). The horse
     could not run any hook itself, so this is where its job's outcome is
     written (job log, run state).
+``horse_idle(bench)``
+    In a work-horse, when it found no job and is about to wait for one (again every
+    couple of seconds while it stays idle).
+``horse_stopping(bench)``
+    In a work-horse, once, as it leaves: stopped, drained (burst) or recycled. Not
+    when it is killed. Middleware that batches writes (metrics) sends them here.
 
 A hook never sees another site's state: each run enters its own site context,
 and that context is left in ``after_job``.
@@ -142,6 +148,12 @@ class Middleware:
 
     def horse_lost(self, lost: LostJob) -> None:
         """In the pool parent: the horse running ``lost.rq_job`` died."""
+
+    def horse_idle(self, bench: Bench) -> None:
+        """In a work-horse: no job to take; it is about to wait for one."""
+
+    def horse_stopping(self, bench: Bench) -> None:
+        """In a work-horse: it is leaving (stopped, drained or recycled; not killed)."""
 
 
 def perform(run: JobRun, middleware: Sequence[Middleware], *, sleep: Callable[[float], Any] = time.sleep) -> JobRun:

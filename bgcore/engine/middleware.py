@@ -14,7 +14,10 @@ The order of :func:`default_middleware` is the order of ``before_job``
 7. :class:`Timeout` (work-horses only): ``JobTimeoutException`` inside the job at its
    deadline, enforced even when the job catches it.
 
-Extra middleware (metrics, counters) is listed in the bench config key
+After :class:`JobLine` comes :class:`bgcore.metrics.middleware.JobMetrics`, which counts
+every run for ``/metrics`` and the dashboard (batched: about one write a second per horse).
+
+Extra middleware (counters of your own) is listed in the bench config key
 ``worker_middleware`` as dotted paths of :class:`~bgcore.engine.lifecycle.Middleware`
 subclasses (instantiated once per pool, before the horses fork). It runs just inside
 :class:`JobLine`, so it sees every job, and its ``after_success`` comes after the commit.
@@ -38,6 +41,7 @@ from bgcore.db.joblog import entry_for, write
 from bgcore.db.retry import MAX_RETRIES, backoff, is_transient
 from bgcore.engine.lifecycle import JobRun, LostJob, Middleware, RetryDecision
 from bgcore.errors import ConfigError
+from bgcore.metrics.middleware import FLUSH_SECONDS, JobMetrics
 from bgcore.methods import check_app_installed, resolve
 from bgcore.scheduler.runs import log_lost_run, record_start, recorder
 
@@ -246,8 +250,10 @@ def configured_middleware(bench: Bench) -> list[Middleware]:
 
 def default_middleware(bench: Bench, *, timeouts: bool) -> list[Middleware]:
     """bgcore's middleware with the bench's own after :class:`JobLine`, and (``timeouts``) the in-job timeout."""
-    chain: list[Middleware] = [SiteContext(), JobLine(), *configured_middleware(bench), RunStart(), JobLog(),
-                               Method(), Transaction(), JobRetry()]
+    # Outside a pool's horses (``timeouts=False``: execute_job) nothing says "idle" or "stopping": write at once.
+    metrics = JobMetrics(flush_every=FLUSH_SECONDS if timeouts else 0.0)
+    chain: list[Middleware] = [SiteContext(), JobLine(), metrics, *configured_middleware(bench), RunStart(),
+                               JobLog(), Method(), Transaction(), JobRetry()]
     if timeouts:
         chain.append(Timeout())
     return chain

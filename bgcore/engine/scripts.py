@@ -136,7 +136,8 @@ end
 """
 
 # End a job this worker took. K: job hash, started registry, target registry (finished or
-# failed), processing list, result stream, site list, ring, wake list, scheduled set.
+# failed), processing list, result stream, site list, ring, wake list, scheduled set, the site's
+# failed index (a failed job is added to it with its failed-registry score; see docs/engine.md).
 # A: worker name, job id, now, ended_at, ttl (-1 = for ever, 0 = delete the job at once),
 #    outcome ('finished' | 'failed' | 'retry'), retry at (epoch seconds; for 'retry'), site,
 #    then the Result entry as field, value pairs.
@@ -171,14 +172,16 @@ local function finish(K, A)
   end
   redis.call('HSET', K[1], 'status', A[6], 'ended_at', A[4])
   redis.call('XADD', K[5], 'MAXLEN', '10', '*', unpack(A, 9))
+  local score = '+inf'
   if ttl > 0 then
-    redis.call('ZADD', K[3], tonumber(A[3]) + ttl, A[2])
+    score = tonumber(A[3]) + ttl
     redis.call('EXPIRE', K[1], ttl)
     redis.call('EXPIRE', K[5], ttl)
   else
-    redis.call('ZADD', K[3], '+inf', A[2])
     redis.call('PERSIST', K[1])
   end
+  redis.call('ZADD', K[3], score, A[2])
+  if A[6] == 'failed' and A[8] ~= '' then redis.call('ZADD', K[10], score, A[2]) end
   return 1
 end
 """
@@ -195,12 +198,12 @@ TAKE = _PROMOTE + _TAKE + "return take(KEYS, ARGV)\n"
 FINISH = _FINISH + "return finish(KEYS, ARGV)\n"
 
 # A busy worker's steady state: end the job it ran and take the next one in one round trip.
-# KEYS: FINISH's 9 keys, then TAKE's. ARGV: m (the number of FINISH's arguments), FINISH's m
+# KEYS: FINISH's 10 keys, then TAKE's. ARGV: m (the number of FINISH's arguments), FINISH's m
 # arguments, then TAKE's. Returns {finished (1/0), TAKE's answer (or false for nil)}.
 FINISH_TAKE = _PROMOTE + _TAKE + _FINISH + _SLICE + """
 local m = tonumber(ARGV[1])
-local ended = finish(slice(KEYS, 1, 9), slice(ARGV, 2, m + 1))
-local taken = take(slice(KEYS, 10, #KEYS), slice(ARGV, m + 2, #ARGV))
+local ended = finish(slice(KEYS, 1, 10), slice(ARGV, 2, m + 1))
+local taken = take(slice(KEYS, 11, #KEYS), slice(ARGV, m + 2, #ARGV))
 return {ended, taken or false}
 """
 
@@ -220,9 +223,11 @@ return 1
 """
 
 # A failed job back to its queue (``bgcore jobs requeue``), or gone (``bgcore jobs delete``).
-# KEYS: job hash, failed registry, site list, ring, wake list, result stream. ARGV: job id, site,
-# 'requeue' | 'delete'. Only a job that is still 'failed' is touched (returns 1, else 0).
+# KEYS: job hash, failed registry, site list, ring, wake list, result stream, the site's failed index.
+# ARGV: job id, site, 'requeue' | 'delete'. Only a job that is still 'failed' is touched (returns 1,
+# else 0; a stale index entry of a job that is no longer failed is dropped either way).
 FAILED_JOB = """
+redis.call('ZREM', KEYS[7], ARGV[1])
 if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[3] == 'delete' then
@@ -266,5 +271,13 @@ for _, site in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   out[#out + 1] = site
   out[#out + 1] = redis.call('LLEN', ARGV[1] .. site)
 end
+return out
+"""
+
+# Sizes of many sorted sets in one call (the sites table's failed counts). KEYS: the sets.
+# Returns their ZCARDs in order. One command to pack and one array to read, however many sets.
+ZCARDS = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('ZCARD', key) end
 return out
 """

@@ -51,8 +51,8 @@ def lease_seconds(common_config: Mapping[str, Any]) -> float:
 
     Code with a :class:`~bgcore.bench.Bench` reads ``bench.settings.get("scheduler_lease_seconds")``.
     """
-    seconds: float = check_value("scheduler_lease_seconds", common_config.get("scheduler_lease_seconds"),
-                                 COMMON_CONFIG)
+    value = common_config.get("scheduler_lease_seconds", DEFAULT_LEASE_SECONDS)
+    seconds: float = check_value("scheduler_lease_seconds", value, COMMON_CONFIG)
     return seconds
 
 
