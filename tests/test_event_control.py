@@ -12,7 +12,11 @@ from tests.test_scheduler_daemon_support import SchedBench, make_sched_bench
 
 
 def _fired(daemon: SchedulerDaemon, now) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    """Rescan (as the running daemon does every few seconds), then tick at ``now``: (site, method) enqueued."""
+    """Renew the lease and rescan (as the running daemon does every few seconds), then tick at ``now``.
+
+    Renewing first keeps the lease valid however long the CLI calls before took on a busy machine.
+    """
+    daemon.lease_step()
     daemon.rescan()
     return {(o.site, o.method.rsplit(".", 1)[1]) for o in daemon.tick(1.0, now)}
 
