@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from bgcore.connection import client_for_url
 from bgcore.errors import RedisUnavailable
 from bgcore.processes import die_with_parent, free_port, pid_alive, wait_for_redis
 
@@ -112,7 +113,7 @@ def start(bench: Bench, timeout: float = 10.0, *, port: int | None = None) -> su
 def stop(bench: Bench, proc: subprocess.Popen[bytes]) -> None:
     """Stop the private Redis cleanly (its append-only file keeps queued jobs)."""
     try:
-        redis.Redis.from_url(running_url(bench) or "redis://127.0.0.1:1").shutdown(nosave=False)
+        client_for_url(running_url(bench) or "redis://127.0.0.1:1").shutdown(nosave=False)
     except redis.RedisError:
         pass
     try:

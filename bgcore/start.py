@@ -28,7 +28,7 @@ from types import FrameType
 
 from bgcore import embedded_redis
 from bgcore.bench import Bench
-from bgcore.connection import ping
+from bgcore.connection import configured, ping
 from bgcore.engine.settings import EngineSettings
 from bgcore.errors import BgcoreError
 from bgcore.processes import die_with_parent
@@ -128,7 +128,7 @@ def run_bench(bench: Bench, *, with_scheduler: bool) -> None:
     private: PrivateRedis | None = None
     children: list[Child] = []
     try:
-        if not bench.common_config.get("redis_queue"):
+        if not configured(bench):
             private = PrivateRedis(bench)
             logger.info("private Redis for bench %s at %s", bench.path, private.url)
         ping(bench)

@@ -117,6 +117,7 @@ class Horse:
         self.broker = Broker(bench.redis(), bench.bench_id, clock=clock)
         self.outage = Outage(f"horse {name}")
         self._unsure = False  # a take's answer was lost: the processing list may hold a job
+        self._outages_seen = 0  # outages this horse has checked its processing list after
 
     def run(self) -> int:
         """Take and run jobs until stopped, drained (burst) or due for recycling; return the exit status.
@@ -170,12 +171,19 @@ class Horse:
         """Take a job, riding out an outage (``None`` when asked to stop meanwhile).
 
         A take whose answer was lost may still have given this horse a job (it is on the
-        processing list): before taking again, such jobs go back to their queues.
+        processing list): before taking again, such jobs go back to their queues. The same after
+        any outage: a Sentinel failover can lose the last writes the old master acknowledged
+        (replication is asynchronous), so the new master may still show an earlier job as taken
+        by this horse although its end was recorded. A horse about to take holds no job, so
+        whatever its processing list holds then is stale and goes back (it runs again: at least once).
         """
         def attempt() -> Taken | None:
+            if self.outage.outages != self._outages_seen:
+                self._unsure = True
             if self._unsure:
                 self._requeue_processing()
                 self._unsure = False
+                self._outages_seen = self.outage.outages
             try:
                 return self.broker.take(self.name, self.queues)
             except OUTAGE_ERRORS:
