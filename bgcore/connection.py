@@ -152,9 +152,9 @@ def describe(bench: Bench) -> str:
 def parse_redis_url(value: Any, *, where: str) -> str:
     """``value`` if it is a Redis URL redis-py can use with options it knows; else :class:`RedisConfigError`."""
     if not isinstance(value, str) or not value.startswith(SCHEMES):
-        shown = redact(value) if isinstance(value, str) else repr(value)
+        shown = repr(redact(value)) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
         raise RedisConfigError(f"{where} must be a redis://, rediss:// or unix:// URL "
-                               f"(redis://user:password@host:6379/0), found {shown!r}")
+                               f"(redis://user:password@host:6379/0), found {shown}")
     shown = redact(value)
     try:
         parse_url(value)  # type: ignore[no-untyped-call]
