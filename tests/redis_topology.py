@@ -27,7 +27,8 @@ def redis_server_exe() -> str:
     return exe
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> object:
+def wait_until(condition: Callable[[], object], timeout: float, what: str | Callable[[], str],
+               every: float = 0.1) -> object:
     """``condition()``'s first truthy value within ``timeout`` seconds (errors count as not yet)."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -39,7 +40,8 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, every
         except Exception as exc:  # noqa: BLE001 - not ready yet
             last = exc
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+    shown = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout}s waiting for {shown} (last error: {last!r})")
 
 
 @dataclass

@@ -1,0 +1,185 @@
+"""Redis Sentinel end to end: a real master, its replica and three Sentinels on free ports; a real
+``bgcore worker`` pool and a real ``bgcore schedule`` daemon; a steady stream of jobs from this process
+(``bgcore.enqueue`` through Sentinel). The master is SIGKILLed; Sentinel promotes the replica; the
+same worker and scheduler processes go on: jobs enqueued after the failover run, ticks continue.
+
+What a failover may lose (acknowledged writes the replica had not received yet) is counted and
+printed, not asserted: replication is asynchronous (README, "Redis Sentinel and failover").
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import bgcore
+from bgcore.bench import Bench
+from tests.cli_support import run
+from tests.conftest import BenchDir
+from tests.redis_topology import SentinelSetup, sentinel_setup, wait_until
+from tests.test_scheduler_daemon_support import SchedBench, make_sched_bench
+
+pytestmark = pytest.mark.slow
+
+FAILOVER_SECONDS = 90  # generous: two cores shared by many test runs
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelSetup]:
+    setup = sentinel_setup(tmp_path / "redis")
+    try:
+        yield setup
+    finally:
+        setup.stop()
+
+
+@pytest.fixture
+def sentinel_bench(tmp_path: Path, sentinels: SentinelSetup) -> Iterator[SchedBench]:
+    """A bench on ``redis_sentinel`` (no redis_queue) whose sites run an ``all`` event every 1 s tick."""
+    bench_dir = BenchDir(tmp_path / "bench", redis_url="")
+    bench_dir.sites.mkdir(parents=True)
+    sched = make_sched_bench(bench_dir, ["every"], redis_queue=None, redis_sentinel=sentinels.config())
+    for site in ("a.test", "b.test"):  # the stream's jobs are testapp's
+        sched.add_site(site, installed_apps=[sched.app, "testapp"])
+    try:
+        yield sched
+    finally:
+        sched.stop_all()
+
+
+class Stream:
+    """Enqueue ``testapp.tasks.record`` jobs, one every ``pause`` seconds, in a thread; remember what was acked."""
+
+    def __init__(self, bench: Bench, evidence: Path, pause: float = 0.05) -> None:
+        self.bench, self.evidence, self.pause = bench, evidence, pause
+        self.acked: list[tuple[str, float]] = []  # (tag, time acknowledged)
+        self.errors: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            tag = f"n{n}"
+            try:
+                with bgcore.connect("a.test", bench=self.bench):
+                    bgcore.enqueue("testapp.tasks.record", queue="short", path=str(self.evidence), tag=tag)
+                self.acked.append((tag, time.time()))
+            except (redis.RedisError, bgcore.BgcoreError) as exc:
+                self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+            self._stop.wait(self.pause)
+
+    def acked_after(self, moment: float) -> list[str]:
+        return [tag for tag, at in self.acked if at > moment]
+
+
+def ran(evidence: Path) -> list[str]:
+    if not evidence.exists():
+        return []
+    return [json.loads(line)["tag"] for line in evidence.read_text().split("\n")[:-1] if line.strip()]
+
+
+def test_workers_and_the_scheduler_carry_on_through_a_sentinel_failover(
+        sentinel_bench: SchedBench, sentinels: SentinelSetup, tmp_path: Path) -> None:
+    sched = sentinel_bench
+    bench = sched.dir.bench()
+    evidence = tmp_path / "jobs.jsonl"
+    # Given a migrated bench on Sentinel, one worker pool and one scheduler (real processes)
+    sched.migrate()
+    worker = sched.spawn("worker", "--pool", "2", log="worker.log")
+    scheduler = sched.schedule()
+    wait_until(lambda: len(sched.records("a.test", "every")) >= 2, 60, "two scheduler ticks before the failover")
+    first_master = sentinels.master_port()
+    assert first_master == sentinels.master.port
+    with Stream(bench, evidence) as stream:
+        wait_until(lambda: len(ran(evidence)) >= 20, 60,
+                   lambda: f"20 jobs to run before the failover (enqueue errors {stream.errors})")
+        # When the master is SIGKILLed under the stream of jobs
+        killed_at = time.time()
+        sentinels.master.kill()
+        # Then Sentinel promotes the replica
+        wait_until(lambda: sentinels.master_port() == sentinels.replica.port, FAILOVER_SECONDS,
+                   "Sentinel to promote the replica")
+        promoted_at = time.time()
+        with sentinels.replica.client(sentinels.password) as new_master:
+            wait_until(lambda: new_master.info("replication")["role"] == "master", 30, "the replica to be master")
+        # And jobs enqueued after the failover run, on the same worker process
+        wait_until(lambda: len(stream.acked_after(promoted_at)) >= 30, FAILOVER_SECONDS,
+                   lambda: f"30 enqueues acknowledged after the failover (errors {stream.errors})")
+    after = stream.acked_after(promoted_at)
+    wait_until(lambda: set(after) <= set(ran(evidence)), FAILOVER_SECONDS,
+               lambda: f"every job enqueued after the failover to run; missing {sorted(set(after) - set(ran(evidence)))[:5]}")
+    # And the scheduler keeps ticking on the new master, without a restart
+    ticks_before = len([r for r in sched.records("a.test", "every") if r["t"] > promoted_at])
+    wait_until(lambda: len([r for r in sched.records("a.test", "every") if r["t"] > promoted_at]) >= ticks_before + 3,
+               FAILOVER_SECONDS, "three scheduler ticks after the failover")
+    assert worker.poll() is None and scheduler.poll() is None, "a process exited"
+    assert "Redis is unreachable" in sched.log("worker.log") and "Redis is reachable again" in sched.log("worker.log")
+    # A job enqueued after the failover ran exactly once; what the failover cost is printed for the record
+    runs = ran(evidence)
+    assert all(runs.count(tag) == 1 for tag in after)
+    before = [tag for tag, at in stream.acked if at <= killed_at]
+    lost = [tag for tag in before if tag not in runs]
+    again = [tag for tag in set(runs) if runs.count(tag) > 1]
+    print(f"failover: promoted {promoted_at - killed_at:.1f}s after the kill; {len(stream.acked)} enqueues acked, "
+          f"{len(after)} after the promotion (all ran once); acked before the kill and never run: {len(lost)}; "
+          f"run twice: {len(again)}; enqueue errors during the failover: {stream.errors}")
+    # And the command line follows the new master too: enqueue, doctor (without a password in sight)
+    result = run(sched.dir, "enqueue", "testapp.tasks.record", "--site", "b.test", "--queue", "short",
+                 "--kwargs", json.dumps({"path": str(evidence), "tag": "cli"}))
+    assert result.exit_code == 0, result.stderr
+    wait_until(lambda: "cli" in ran(evidence), 60, "the job the CLI enqueued to run")
+    doctor = run(sched.dir, "doctor", "--format", "json")
+    report: dict[str, Any] = json.loads(doctor.stdout)
+    assert report["redis_ok"] and report["redis_url"].startswith("Sentinel master 'bgmaster' (db 0) via 127.0.0.1:")
+    for text in (doctor.stdout, doctor.stderr, sched.log("worker.log"), sched.log("schedule.log")):
+        assert sentinels.password not in text and sentinels.sentinel_password not in text
+
+
+def test_sentinels_that_are_down_are_one_clear_line_after_a_retry(tmp_path: Path) -> None:
+    from bgcore.processes import free_port
+
+    bench_dir = BenchDir(tmp_path / "bench", redis_url="")
+    bench_dir.sites.mkdir(parents=True)
+    bench_dir.write_common(redis_queue=None, redis_sentinel={
+        "sentinels": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"], "master": "bgmaster",
+        "password": "master-secret", "sentinel_password": "sentinel-secret"})
+    bench_dir.add_site("a.test")
+    started = time.monotonic()
+    result = run(bench_dir, "enqueue", "testapp.tasks.noop", "--site", "a.test")
+    assert time.monotonic() - started >= 1.5  # it asked again (0.5 s, then 1 s later) before giving up
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no Sentinel answers for master 'bgmaster' (asked 3 times over 1.5s" in lines[0]
+    assert "start the Sentinels or fix 'sentinels' in redis_sentinel" in lines[0]
+    assert "secret" not in result.stdout + result.stderr
+
+
+def test_a_wrong_sentinel_password_or_master_name_is_named(sentinels: SentinelSetup, tmp_path: Path) -> None:
+    for change, expected in ((("sentinel_password", "nope"), "refused the credentials"),
+                             (("master", "othermaster"), "know no healthy master named 'othermaster'"),
+                             (("password", "nope"), "refused the credentials")):
+        bench_dir = BenchDir(tmp_path / change[0], redis_url="")
+        bench_dir.sites.mkdir(parents=True)
+        bench_dir.write_common(redis_queue=None, redis_sentinel={**sentinels.config(), change[0]: change[1]})
+        bench_dir.add_site("a.test")
+        result = run(bench_dir, "enqueue", "testapp.tasks.noop", "--site", "a.test")
+        assert result.exit_code == 1 and expected in result.stderr, (change, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert sentinels.password not in result.stderr and sentinels.sentinel_password not in result.stderr
