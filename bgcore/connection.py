@@ -133,6 +133,19 @@ def target(bench: Bench) -> RedisTarget:
     return RedisTarget(url=private, private=True)
 
 
+MAX_WAIT_REPLICAS = 16
+
+
+def wait_replicas(bench: Bench) -> int:
+    """``redis_wait_replicas``: how many replicas must confirm each push, take and finish (``WAIT``); 0 (the
+    default) waits for none. See README, "What a failover can lose"."""
+    value = bench.common_config.get("redis_wait_replicas", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WAIT_REPLICAS:
+        raise RedisConfigError(f"{COMMON}: redis_wait_replicas must be a whole number of replicas from 0 to "
+                               f"{MAX_WAIT_REPLICAS}, found {value!r}")
+    return value
+
+
 def redis_url(bench: Bench) -> str:
     """The Redis URL of ``bench`` (a bench on Sentinel has none: :class:`RedisConfigError`)."""
     found = target(bench)

@@ -319,6 +319,35 @@ def test_a_malformed_redis_sentinel_on_the_command_line_is_exit_1(tmp_path: Path
 
 
 def test_both_redis_queue_and_redis_sentinel_is_refused(tmp_path: Path) -> None:
-    bench = make_bench(tmp_path, redis_queue="redis://127.0.0.1:6379/0", redis_sentinel=GOOD_SENTINEL)
+    bench = make_bench(tmp_path, redis_queue=f"redis://127.0.0.1:{free_port()}/0", redis_sentinel=GOOD_SENTINEL)
     line = one_error_line(run(bench, "show-pending-jobs"))
     assert "both redis_queue and redis_sentinel are set; keep one" in line
+
+
+# -- redis_wait_replicas -----------------------------------------------------------------------------
+def test_wait_replicas_without_replicas_warns_once_and_still_enqueues(
+        acl_server: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import bgcore
+    from bgcore.jobs import queued_count
+
+    # Given a bench that asks one replica to confirm every write, on a server that has none
+    bench_dir = make_bench(tmp_path, redis_queue=f"redis://:{PASSWORD}@127.0.0.1:{acl_server.port}/0",
+                           redis_wait_replicas=1)
+    bench = bench_dir.bench()
+    before = queued_count(bench, "default", "a.test")
+    # When two jobs are enqueued
+    with caplog.at_level("WARNING", logger="bgcore.engine.broker"), bgcore.connect("a.test", bench=bench):
+        bgcore.enqueue("testapp.tasks.noop")
+        bgcore.enqueue("testapp.tasks.noop")
+    # Then both are queued (on the master), and one warning says they could be lost in a failover
+    assert queued_count(bench, "default", "a.test") == before + 2
+    warnings = [r.getMessage() for r in caplog.records if "redis_wait_replicas" in r.getMessage()]
+    assert warnings == ["only 0 of redis_wait_replicas=1 replica(s) confirmed a write within 1000 ms; such writes "
+                        "can be lost in a failover until the replicas keep up (said once)"]
+
+
+@pytest.mark.parametrize("value", [-1, "1", True, 17, 1.5])
+def test_a_malformed_redis_wait_replicas_is_one_clear_line(tmp_path: Path, value: object) -> None:
+    bench = make_bench(tmp_path, redis_queue=f"redis://127.0.0.1:{free_port()}/0", redis_wait_replicas=value)
+    line = one_error_line(run(bench, "enqueue", "testapp.tasks.noop", "--site", "a.test"))
+    assert f"redis_wait_replicas must be a whole number of replicas from 0 to 16, found {value!r}" in line

@@ -29,6 +29,7 @@ from typing import Any
 
 from bgcore import keys
 from bgcore.bench import Bench
+from bgcore.connection import wait_replicas
 from bgcore.engine.broker import Broker, Taken
 from bgcore.engine.outage import OUTAGE_ERRORS, GaveUp, Outage
 from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, perform, storable
@@ -114,7 +115,7 @@ class Horse:
         self.burst = burst
         self.stopping = False
         self._waiting = False
-        self.broker = Broker(bench.redis(), bench.bench_id, clock=clock)
+        self.broker = Broker(bench.redis(), bench.bench_id, clock=clock, wait_replicas=wait_replicas(bench))
         self.outage = Outage(f"horse {name}")
         self._unsure = False  # a take's answer was lost: the processing list may hold a job
         self._outages_seen = 0  # outages this horse has checked its processing list after
