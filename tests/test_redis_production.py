@@ -351,3 +351,13 @@ def test_a_malformed_redis_wait_replicas_is_one_clear_line(tmp_path: Path, value
     bench = make_bench(tmp_path, redis_queue=f"redis://127.0.0.1:{free_port()}/0", redis_wait_replicas=value)
     line = one_error_line(run(bench, "enqueue", "testapp.tasks.noop", "--site", "a.test"))
     assert f"redis_wait_replicas must be a whole number of replicas from 0 to 16, found {value!r}" in line
+
+
+def test_only_the_connection_module_builds_redis_clients() -> None:
+    # One place: a client built anywhere else would miss Sentinel, TLS checks and the clear errors
+    package = Path(__file__).resolve().parent.parent / "bgcore"
+    builders = ("from_url(", "redis.Redis(", "StrictRedis(", "Sentinel(")
+    found = [f"{path.relative_to(package)}: {line.strip()}" for path in package.rglob("*.py")
+             if path.name != "connection.py"
+             for line in path.read_text().splitlines() if any(b in line for b in builders)]
+    assert found == []
