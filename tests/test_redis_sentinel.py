@@ -40,14 +40,14 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelSetup]:
         setup.stop()
 
 
-@pytest.fixture(params=[0, 1], ids=["async", "wait-1-replica"])
+@pytest.fixture
 def sentinel_bench(request: pytest.FixtureRequest, tmp_path: Path, sentinels: SentinelSetup) -> Iterator[SchedBench]:
     """A bench on ``redis_sentinel`` (no redis_queue) whose sites run an ``all`` event every 1 s tick;
-    with ``redis_wait_replicas`` 0 and 1."""
+    ``redis_wait_replicas`` from the test's ``wait`` parameter."""
     bench_dir = BenchDir(tmp_path / "bench", redis_url="")
     bench_dir.sites.mkdir(parents=True)
     sched = make_sched_bench(bench_dir, ["every"], redis_queue=None, redis_sentinel=sentinels.config(),
-                             redis_wait_replicas=request.param)
+                             redis_wait_replicas=request.node.callspec.params["wait"])
     for site in ("a.test", "b.test"):  # the stream's jobs are testapp's
         sched.add_site(site, installed_apps=[sched.app, "testapp"])
     try:
@@ -97,8 +97,12 @@ def ran(evidence: Path) -> list[str]:
     return [json.loads(line)["tag"] for line in evidence.read_text().split("\n")[:-1] if line.strip()]
 
 
+@pytest.mark.parametrize(("fault", "wait"), [("kill", 0), ("kill", 1), ("demote", 0)],
+                         ids=["kill-master", "kill-master-wait-1-replica", "sentinel-failover-demotes-master"])
 def test_workers_and_the_scheduler_carry_on_through_a_sentinel_failover(
-        sentinel_bench: SchedBench, sentinels: SentinelSetup, tmp_path: Path) -> None:
+        sentinel_bench: SchedBench, sentinels: SentinelSetup, tmp_path: Path, fault: str, wait: int) -> None:
+    """``kill``: SIGKILL of the master. ``demote``: ``SENTINEL FAILOVER`` while the master is alive; it becomes a
+    replica, so clients still connected to it get READONLY until they reconnect to the new master."""
     sched = sentinel_bench
     bench = sched.dir.bench()
     evidence = tmp_path / "jobs.jsonl"
@@ -112,9 +116,13 @@ def test_workers_and_the_scheduler_carry_on_through_a_sentinel_failover(
     with Stream(bench, evidence) as stream:
         wait_until(lambda: len(ran(evidence)) >= 20, 60,
                    lambda: f"20 jobs to run before the failover (enqueue errors {stream.errors})")
-        # When the master is SIGKILLed under the stream of jobs
+        # When the master is SIGKILLed (or demoted by a Sentinel failover) under the stream of jobs
         killed_at = time.time()
-        sentinels.master.kill()
+        if fault == "kill":
+            sentinels.master.kill()
+        else:
+            with sentinels.sentinels[0].client(sentinels.sentinel_password) as sentinel:
+                sentinel.execute_command("SENTINEL", "FAILOVER", "bgmaster")
         # Then Sentinel promotes the replica
         wait_until(lambda: sentinels.master_port() == sentinels.replica.port, FAILOVER_SECONDS,
                    "Sentinel to promote the replica")
@@ -132,7 +140,12 @@ def test_workers_and_the_scheduler_carry_on_through_a_sentinel_failover(
     wait_until(lambda: len([r for r in sched.records("a.test", "every") if r["t"] > promoted_at]) >= ticks_before + 3,
                FAILOVER_SECONDS, "three scheduler ticks after the failover")
     assert worker.poll() is None and scheduler.poll() is None, "a process exited"
-    assert "Redis is unreachable" in sched.log("worker.log") and "Redis is reachable again" in sched.log("worker.log")
+    if fault == "kill":
+        assert "Redis is unreachable" in sched.log("worker.log") and "Redis is reachable again" in sched.log("worker.log")
+    else:  # Sentinel turns the old master into a replica of the new one
+        with sentinels.master.client(sentinels.password) as old:
+            wait_until(lambda: old.info("replication")["role"] == "slave", FAILOVER_SECONDS,
+                       "the old master to become a replica")
     # A job enqueued after the failover ran exactly once; what the failover cost is printed for the record
     runs = ran(evidence)
     assert all(runs.count(tag) == 1 for tag in after)
@@ -223,3 +236,53 @@ def test_start_on_sentinel_runs_no_private_redis_and_names_the_service(sentinels
     assert "Redis at Sentinel master 'bgmaster' (db 0) via 127.0.0.1:" in text
     assert "private Redis" not in text and not (bench_dir.path / ".bgcore" / "redis.json").exists()
     assert sentinels.password not in text and sentinels.sentinel_password not in text
+
+
+def test_a_pool_on_a_read_only_replica_waits_and_runs_once_it_is_a_master(tmp_path: Path) -> None:
+    """READONLY is an outage: a plain redis_queue URL to a server that is (still, or again) a replica."""
+    import subprocess
+
+    from tests.conftest import BGCORE_EXE
+    from tests.redis_topology import server
+
+    # Given jobs enqueued on a master, and its replica that has them
+    master = server(tmp_path / "redis", "master", [])
+    master.wait_ready()
+    replica = server(tmp_path / "redis", "replica", [f"replicaof 127.0.0.1 {master.port}"])
+    replica.wait_ready()
+    try:
+        on_master = BenchDir(tmp_path / "bench", redis_url=f"redis://127.0.0.1:{master.port}/0")
+        on_master.sites.mkdir(parents=True)
+        on_master.write_common(bench_id="ro-test")
+        on_master.add_site("a.test")
+        evidence = tmp_path / "ran.jsonl"
+        with bgcore.connect("a.test", bench=on_master.bench()):
+            for n in range(3):
+                bgcore.enqueue("testapp.tasks.record", path=str(evidence), tag=f"n{n}")
+        with replica.client() as client:
+            wait_until(lambda: client.info("replication")["master_link_status"] == "up"
+                       and client.dbsize() == master.client().dbsize(), 30, "the replica to have the jobs")
+        # When a pool starts on the replica's URL (the same bench id)
+        on_master.write_common(bench_id="ro-test", redis_queue=f"redis://127.0.0.1:{replica.port}/0")
+        log = tmp_path / "worker.log"
+        with open(log, "wb") as out:
+            worker = subprocess.Popen([BGCORE_EXE, "--bench", str(on_master.path), "worker"], stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            # Then it rides out READONLY as an outage (one line) and runs nothing yet
+            wait_until(lambda: "Redis is unreachable (ReadOnlyError" in log.read_text(), 60, "the READONLY outage line")
+            assert ran(evidence) == [] and worker.poll() is None
+            # And once the replica is promoted, the same pool runs every job, once
+            with replica.client() as client:
+                client.execute_command("REPLICAOF", "NO", "ONE")
+            wait_until(lambda: sorted(ran(evidence)) == ["n0", "n1", "n2"], 60,
+                       lambda: f"the three jobs to run (ran {ran(evidence)}); log:\n{log.read_text()}")
+            assert "Redis is reachable again" in log.read_text()
+        finally:
+            import os
+            import signal
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+    finally:
+        replica.stop()
+        master.stop()
