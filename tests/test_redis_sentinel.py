@@ -286,3 +286,36 @@ def test_a_pool_on_a_read_only_replica_waits_and_runs_once_it_is_a_master(tmp_pa
     finally:
         replica.stop()
         master.stop()
+
+
+def test_after_an_outage_a_horse_puts_back_a_job_whose_finish_the_failover_lost(
+        bench_dir: BenchDir, caplog: pytest.LogCaptureFixture) -> None:
+    """What the promoted replica may show: a job still ``started`` by a live horse, whose end (acknowledged by
+    the old master) was never replicated. The horse requeues it at its first take after the outage."""
+    from bgcore.engine.horse import Horse, HorseLimits
+    from bgcore.engine.slots import Slots
+    from tests.test_engine_pool import status
+
+    bench = bench_dir.bench()
+    with bgcore.connect("a.test", bench=bench):
+        first = bgcore.enqueue("testapp.tasks.noop").id
+        second = bgcore.enqueue("testapp.tasks.noop").id
+    horse = Horse(bench, [bench.queues["default"]], name="failover-horse", index=0, slots=Slots(1), middleware=[],
+                  limits=HorseLimits(100, 1024), burst=True)
+    # Given the state after a failover that lost the end of `first`: taken by this horse, still `started`
+    taken = horse.broker.take(horse.name, horse.queues)
+    assert taken is not None and taken.job_id == first
+    client = bench.redis()
+    assert status(client, first) == "started"
+    # When the horse saw an outage (the failover) and takes again
+    horse.outage.failed(redis.ConnectionError("Error 111 connecting: the master died"))
+    with caplog.at_level("INFO", logger="bgcore.engine.horse"):
+        again = horse._take()
+    # Then `first` went back to its queue first and is taken again (at least once), not left `started`
+    assert again is not None and again.job_id == first
+    assert any("taken while Redis was failing: back in queue default" in r.getMessage() for r in caplog.records)
+    assert horse.broker.processing(horse.name) == [first]
+    # And without an outage, a take leaves the processing list alone (the normal path costs nothing)
+    horse.broker.finish(horse.name, first, "default")
+    nxt = horse._take()
+    assert nxt is not None and nxt.job_id == second and horse.broker.processing(horse.name) == [second]
