@@ -319,3 +319,47 @@ def test_after_an_outage_a_horse_puts_back_a_job_whose_finish_the_failover_lost(
     horse.broker.finish(horse.name, first, "default")
     nxt = horse._take()
     assert nxt is not None and nxt.job_id == second and horse.broker.processing(horse.name) == [second]
+
+
+def test_a_worker_started_while_the_sentinels_are_down_waits_and_runs_once_they_are_back(
+        sentinels: SentinelSetup, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import BGCORE_EXE
+
+    # Given a bench on Sentinel, and every Sentinel down
+    bench_dir = BenchDir(tmp_path / "bench", redis_url="")
+    bench_dir.sites.mkdir(parents=True)
+    bench_dir.write_common(redis_queue=None, redis_sentinel=sentinels.config())
+    bench_dir.add_site("a.test")
+    for node in sentinels.sentinels:
+        node.kill()
+    # When a worker starts
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([BGCORE_EXE, "--bench", str(bench_dir.path), "worker"], stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Then it says so once (no Sentinel answers, after its own retry) and keeps waiting
+        wait_until(lambda: "no Sentinel answers for master 'bgmaster'" in log.read_text(), 60, "the outage line")
+        assert worker.poll() is None
+        # And once the Sentinels are back, it serves jobs without a restart
+        for node in sentinels.sentinels:
+            node.start()
+        for node in sentinels.sentinels:
+            node.wait_ready(sentinels.sentinel_password)
+        wait_until(lambda: "Redis is reachable again" in log.read_text(), 90, "the end of the outage")
+        evidence = tmp_path / "ran.jsonl"
+        enqueued = run(bench_dir, "enqueue", "testapp.tasks.record", "--site", "a.test",
+                       "--kwargs", json.dumps({"path": str(evidence), "tag": "back"}))
+        assert enqueued.exit_code == 0, enqueued.stderr
+        wait_until(lambda: ran(evidence) == ["back"], 60, "the job to run")
+        text = log.read_text()
+        assert text.count("pool pid=") and "Redis is unreachable (MasterNotFoundError" in text
+        assert "Traceback" not in text, text
+        assert sentinels.password not in text and sentinels.sentinel_password not in text
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
