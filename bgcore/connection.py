@@ -56,7 +56,9 @@ SENTINEL_KEYS = ("sentinels", "master", "password", "sentinel_password", "userna
 SENTINEL_SECRETS = ("password", "sentinel_password")
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to Redis (a host that drops packets fails, not hangs)
-SENTINEL_TIMEOUT = 2.0  # seconds for one Sentinel to answer "which is the master?"
+# Seconds for one Sentinel to accept a connection and answer "which is the master?". Short, because
+# every new connection asks (a pool parent that supervises horses must not hang on a dead Sentinel).
+SENTINEL_TIMEOUT = 1.0
 # When no Sentinel names a master (all down, or a failover under way) clients ask again this many
 # times, these many seconds apart, before they give up: ~1.5 s, enough for a Sentinel restart or
 # the tail of a failover, short enough for a command line. Daemons then ride it out as an outage.
@@ -241,8 +243,9 @@ def connect(bench: Bench) -> redis.Redis:
 
 def client_for_url(url: str, **options: Any) -> redis.Redis:
     """A client for ``url`` with bgcore's connection options (``options`` override them)."""
-    settings: dict[str, Any] = {"health_check_interval": 30, "socket_connect_timeout": CONNECT_TIMEOUT,
-                                "socket_keepalive": True}
+    settings: dict[str, Any] = {"health_check_interval": 30, "socket_connect_timeout": CONNECT_TIMEOUT}
+    if not url.startswith("unix://"):
+        settings["socket_keepalive"] = True  # TCP only
     settings.update(options)
     return redis.Redis.from_url(url, **settings)
 

@@ -361,3 +361,21 @@ def test_only_the_connection_module_builds_redis_clients() -> None:
              if path.name != "connection.py"
              for line in path.read_text().splitlines() if any(b in line for b in builders)]
     assert found == []
+
+
+def test_a_unix_socket_url_with_a_password_works(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    node = server(tmp_path / "redis", "unix", [f'unixsocket "{sock}"', "unixsocketperm 700",
+                                               f'requirepass "{PASSWORD}"'])
+    try:
+        node.wait_ready(PASSWORD)
+        bench = make_bench(tmp_path, redis_queue=f"unix://{sock}?db=0&password={PASSWORD}")
+        enqueued = run(bench, "enqueue", "testapp.tasks.noop", "--site", "a.test")
+        assert enqueued.exit_code == 0, enqueued.stderr
+        pending = json.loads(run(bench, "show-pending-jobs", "--format", "json").stdout)
+        assert "a.test" in json.dumps(pending)
+        doctor = run(bench, "doctor", "--format", "json")
+        assert json.loads(doctor.stdout)["redis_url"] == f"unix://{sock}?db=0&password=***"
+        assert_no_secret(enqueued.stdout, enqueued.stderr, doctor.stdout)
+    finally:
+        node.stop()
