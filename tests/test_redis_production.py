@@ -107,6 +107,9 @@ def test_a_wrong_password_is_one_clear_line_and_exit_1(acl_server: Node, tmp_pat
     line = one_error_line(run(bench, "enqueue", "testapp.tasks.noop", "--site", "a.test"))
     assert "refused the credentials" in line and "check the user and password in redis_queue" in line
     assert "wrong-password" not in line
+    doctor = run(bench, "doctor", "--format", "json")  # doctor reports it (exit 1), password hidden
+    assert doctor.exit_code == 1 and "refused the credentials" in json.loads(doctor.stdout)["redis_error"]
+    assert "wrong-password" not in doctor.stdout + doctor.stderr
 
 
 def test_a_worker_and_the_scheduler_refuse_a_wrong_password_at_start(acl_server: Node, tmp_path: Path) -> None:
