@@ -64,7 +64,8 @@ SENTINEL_TIMEOUT = 1.0
 # the tail of a failover, short enough for a command line. Daemons then ride it out as an outage.
 SENTINEL_RETRY_DELAYS = (0.5, 1.0)
 
-_SECRET_IN_URL = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*):(?P<secret>[^@/\s]*)@")
+# The secret runs to the last "@" before the path (a raw "@" in a password must not leak its tail).
+_SECRET_IN_URL = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*):(?P<secret>[^/\s]*)@")
 _SECRET_IN_QUERY = re.compile(r"(?P<head>[?&](?:password|ssl_password)=)[^&\s]*")
 
 
@@ -110,7 +111,7 @@ def configured(bench: Bench) -> bool:
     """Whether the bench names its own Redis (``redis_queue`` or ``redis_sentinel``); else ``bgcore start``
     runs a private one."""
     common = bench.common_config
-    return bool(common.get("redis_queue") or common.get("redis_sentinel"))
+    return bool(common.get("redis_queue")) or common.get("redis_sentinel") is not None
 
 
 def target(bench: Bench) -> RedisTarget:
@@ -118,10 +119,10 @@ def target(bench: Bench) -> RedisTarget:
     when there is none."""
     common = bench.common_config
     url, sentinel = common.get("redis_queue"), common.get("redis_sentinel")
-    if url and sentinel:
+    if url and sentinel is not None:
         raise RedisConfigError(f"{COMMON}: both redis_queue and redis_sentinel are set; keep one "
                                "(redis_sentinel for a Sentinel-managed master, redis_queue for one server)")
-    if sentinel:
+    if sentinel is not None:  # present: checked, even when empty
         return RedisTarget(sentinel=parse_sentinel(sentinel, where=COMMON))
     if url:
         return RedisTarget(url=parse_redis_url(url, where=f"{COMMON}: redis_queue"))

@@ -196,6 +196,7 @@ def test_redact_hides_every_password_form() -> None:
     assert redact("Redis at redis://u:p%40x@h:1/0 failed; and redis://h:2/0") == \
         "Redis at redis://u:***@h:1/0 failed; and redis://h:2/0"
     assert redact("redis://h:1/0") == "redis://h:1/0"
+    assert redact("redis://u:p@ss@h:1/0 and x@y") == "redis://u:***@h:1/0 and x@y"  # a raw @ in the password
 
 
 # -- TLS --------------------------------------------------------------------------------------------
@@ -296,6 +297,7 @@ def test_a_well_formed_redis_sentinel_parses() -> None:
 @pytest.mark.parametrize(("value", "expected"), [
     (["10.0.0.1:26379"], "redis_sentinel must be an object like"),
     ({**GOOD_SENTINEL, "sentinels": []}, "redis_sentinel.sentinels must be a non-empty list"),
+    ({}, "redis_sentinel.sentinels must be a non-empty list"),
     ({**GOOD_SENTINEL, "sentinels": "10.0.0.1:26379"}, "redis_sentinel.sentinels must be a non-empty list"),
     ({**GOOD_SENTINEL, "sentinels": ["10.0.0.1"]}, "'10.0.0.1' is not a \"host:port\" address"),
     ({**GOOD_SENTINEL, "sentinels": ["10.0.0.1:99999"]}, "is not a \"host:port\" address"),
@@ -382,3 +384,9 @@ def test_a_unix_socket_url_with_a_password_works(tmp_path: Path) -> None:
         assert_no_secret(enqueued.stdout, enqueued.stderr, doctor.stdout)
     finally:
         node.stop()
+
+
+def test_an_empty_redis_sentinel_is_an_error_not_silently_ignored(tmp_path: Path) -> None:
+    bench = make_bench(tmp_path, redis_sentinel={})
+    line = one_error_line(run(bench, "show-pending-jobs"))
+    assert "redis_sentinel.sentinels must be a non-empty list" in line
