@@ -56,6 +56,11 @@ SENTINEL_KEYS = ("sentinels", "master", "password", "sentinel_password", "userna
 SENTINEL_SECRETS = ("password", "sentinel_password")
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to Redis (a host that drops packets fails, not hangs)
+# Seconds to wait for any answer. Without it, a master whose host vanished (no TCP reset: power loss,
+# a partition) would hang every client for ever and no failover would reach them; with it, the wait
+# ends as a TimeoutError, an outage like any other. Above bgcore's longest blocking command (a
+# horse's 2 s BLPOP) and its largest pipelines.
+READ_TIMEOUT = 15.0
 # Seconds for one Sentinel to accept a connection and answer "which is the master?". Short, because
 # every new connection asks (a pool parent that supervises horses must not hang on a dead Sentinel).
 SENTINEL_TIMEOUT = 1.0
@@ -244,7 +249,8 @@ def connect(bench: Bench) -> redis.Redis:
 
 def client_for_url(url: str, **options: Any) -> redis.Redis:
     """A client for ``url`` with bgcore's connection options (``options`` override them)."""
-    settings: dict[str, Any] = {"health_check_interval": 30, "socket_connect_timeout": CONNECT_TIMEOUT}
+    settings: dict[str, Any] = {"health_check_interval": 30, "socket_connect_timeout": CONNECT_TIMEOUT,
+                                "socket_timeout": READ_TIMEOUT}
     if not url.startswith("unix://"):
         settings["socket_keepalive"] = True  # TCP only
     settings.update(options)
@@ -301,7 +307,8 @@ def sentinel_master(config: SentinelConfig) -> redis.Redis:
     manager = _Sentinel(list(config.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
         config.master, db=config.db, password=config.password, username=config.username,
-        socket_connect_timeout=CONNECT_TIMEOUT, socket_keepalive=True, health_check_interval=30)
+        socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=READ_TIMEOUT, socket_keepalive=True,
+        health_check_interval=30)
     return client
 
 

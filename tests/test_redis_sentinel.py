@@ -10,6 +10,7 @@ printed, not asserted: replication is asynchronous (README, "Redis Sentinel and 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -97,12 +98,15 @@ def ran(evidence: Path) -> list[str]:
     return [json.loads(line)["tag"] for line in evidence.read_text().split("\n")[:-1] if line.strip()]
 
 
-@pytest.mark.parametrize(("fault", "wait"), [("kill", 0), ("kill", 1), ("demote", 0)],
-                         ids=["kill-master", "kill-master-wait-1-replica", "sentinel-failover-demotes-master"])
+@pytest.mark.parametrize(("fault", "wait"), [("kill", 0), ("kill", 1), ("demote", 0), ("freeze", 0)],
+                         ids=["kill-master", "kill-master-wait-1-replica", "sentinel-failover-demotes-master",
+                              "master-frozen-no-tcp-reset"])
 def test_workers_and_the_scheduler_carry_on_through_a_sentinel_failover(
         sentinel_bench: SchedBench, sentinels: SentinelSetup, tmp_path: Path, fault: str, wait: int) -> None:
     """``kill``: SIGKILL of the master. ``demote``: ``SENTINEL FAILOVER`` while the master is alive; it becomes a
-    replica, so clients still connected to it get READONLY until they reconnect to the new master."""
+    replica, so clients still connected to it get READONLY until they reconnect to the new master.
+    ``freeze``: SIGSTOP of the master, as when its host vanishes: no TCP reset, so clients waiting on it
+    only leave by their read timeout (15 s)."""
     sched = sentinel_bench
     bench = sched.dir.bench()
     evidence = tmp_path / "jobs.jsonl"
@@ -120,6 +124,9 @@ def test_workers_and_the_scheduler_carry_on_through_a_sentinel_failover(
         killed_at = time.time()
         if fault == "kill":
             sentinels.master.kill()
+        elif fault == "freeze":
+            assert sentinels.master.proc is not None
+            sentinels.master.proc.send_signal(signal.SIGSTOP)
         else:
             with sentinels.sentinels[0].client(sentinels.sentinel_password) as sentinel:
                 sentinel.execute_command("SENTINEL", "FAILOVER", "bgmaster")
@@ -140,8 +147,10 @@ def test_workers_and_the_scheduler_carry_on_through_a_sentinel_failover(
     wait_until(lambda: len([r for r in sched.records("a.test", "every") if r["t"] > promoted_at]) >= ticks_before + 3,
                FAILOVER_SECONDS, "three scheduler ticks after the failover")
     assert worker.poll() is None and scheduler.poll() is None, "a process exited"
-    if fault == "kill":
+    if fault in ("kill", "freeze"):
         assert "Redis is unreachable" in sched.log("worker.log") and "Redis is reachable again" in sched.log("worker.log")
+        if fault == "freeze":
+            sentinels.master.kill()  # SIGKILL ends a stopped process too
     else:  # Sentinel turns the old master into a replica of the new one
         with sentinels.master.client(sentinels.password) as old:
             wait_until(lambda: old.info("replication")["role"] == "slave", FAILOVER_SECONDS,

@@ -192,7 +192,7 @@ class Broker:
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``.
 
-        A read timeout of the connection itself (redis-py's default socket timeout is 5 s)
+        A read timeout of the connection itself (``bgcore.connection.READ_TIMEOUT``, 15 s)
         counts as "nothing came": a Redis that is really away shows at the next take.
         """
         wake = [keys.queue_wake(self.bench_id, name) for name in queues]

@@ -40,7 +40,7 @@ from bgcore.retry import job_policy
 
 logger = logging.getLogger(__name__)
 
-# Below redis-py's default socket timeout (5 s), so an idle wait never ends in a read timeout.
+# Below the clients' read timeout (bgcore.connection.READ_TIMEOUT, 15 s), so an idle wait never ends in one.
 IDLE_WAIT_SECONDS = 2.0
 FINISH_GRACE_SECONDS = 60.0
 
