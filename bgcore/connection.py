@@ -356,7 +356,7 @@ def explain(exc: BaseException, where: str, *, tls: bool = False) -> str:
         return (f"{where} closed the connection ({detail}); if that port speaks only TLS (tls-port), use a "
                 "rediss:// URL")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-        return (f"{where} does not answer ({detail}); is it running and reachable? "
+        return (f"Redis at {where} failed ({detail}); is it running and reachable? "
                 "('bgcore doctor' checks it; 'bgcore start' runs a private one when redis_queue is unset)")
     return f"{where} failed ({detail})"
 
