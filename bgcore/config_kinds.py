@@ -87,6 +87,24 @@ class Text:
         raise Invalid(self.expected, value)
 
 
+class RedisUrl(Text):
+    """``redis_queue``: a ``redis://``, ``rediss://`` or ``unix://`` URL whose options redis-py knows,
+    checked by :func:`bgcore.connection.parse_redis_url` (the one check of a Redis URL)."""
+
+    def __init__(self) -> None:
+        super().__init__(("redis://", "rediss://", "unix://"))
+
+    def __call__(self, value: Any, warn: Warn) -> str:
+        from bgcore.connection import parse_redis_url, redact
+        from bgcore.errors import RedisConfigError
+
+        text = super().__call__(value, warn)
+        try:
+            return parse_redis_url(text, where="redis_queue")
+        except RedisConfigError as exc:
+            raise Invalid("", redact(text), detail=str(exc)) from None
+
+
 _OFF = frozenset({"", "0", "false", "no", "off"})
 _ON = frozenset({"1", "true", "yes", "on"})
 
@@ -210,7 +228,7 @@ class Workers:
         return specs
 
 
-_SENTINEL_KEYS = ("sentinels", "master", "password", "sentinel_password", "db")
+_SENTINEL_KEYS = ("sentinels", "master", "password", "sentinel_password", "username", "sentinel_username", "db")
 _HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:(\d{1,5})$")
 
 
@@ -239,6 +257,9 @@ class Sentinel:
         for key in ("password", "sentinel_password"):
             if value.get(key) is not None and not isinstance(value[key], str):
                 raise Invalid("a string", MASK, f".{key}")  # never show a password, even a wrong one
+        for key in ("username", "sentinel_username"):
+            if value.get(key) is not None and not isinstance(value[key], str):
+                raise Invalid("a string", value[key], f".{key}")
         db = value.get("db", 0)
         if not isinstance(db, int) or isinstance(db, bool) or db < 0:
             raise Invalid("an integer of at least 0", db, ".db")
@@ -246,7 +267,7 @@ class Sentinel:
                 "sentinel_password": value.get("sentinel_password"), "db": db}
 
 
-Kind = Number | Text | Switch | Flag | Names | TimeZone | Workers | Sentinel
+Kind = Number | Text | RedisUrl | Switch | Flag | Names | TimeZone | Workers | Sentinel
 
 
 # -- masking --------------------------------------------------------------------------------

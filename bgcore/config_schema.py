@@ -38,7 +38,8 @@ from enum import StrEnum
 from typing import Any
 
 from bgcore.config_kinds import (
-    Flag, Invalid, Kind, Names, Number, Sentinel, Switch, Text, TimeZone, Workers, mask_secret, mask_sentinel, mask_url,
+    Flag, Invalid, Kind, Names, Number, RedisUrl, Sentinel, Switch, Text, TimeZone, Workers, mask_secret, mask_sentinel,
+    mask_url,
     suggest,
 )
 from bgcore.errors import ConfigError, InvalidConfigValue
@@ -88,12 +89,19 @@ _SECONDS = Number(0, 86400, above=True, unit="seconds")  # a day: longer is a mi
 _MANY = 10**9
 
 SCHEMA: tuple[Setting, ...] = (
-    Setting("redis_queue", Text(("redis://", "rediss://", "unix://")), None, Scope.BENCH,
-            "URL of the bench's Redis (`redis://user:password@host:port/db`, `rediss://` for TLS, `unix://`)",
+    Setting("redis_queue", RedisUrl(), None, Scope.BENCH,
+            "URL of the bench's Redis: `redis://[user]:password@host:port/db` (an ACL user, or `:password@` alone "
+            "for `requirepass`), `rediss://…` for TLS with redis-py's options as query parameters (`ssl_ca_certs`, "
+            "`ssl_ca_path`, `ssl_certfile`, `ssl_keyfile`, `ssl_cert_reqs`, `ssl_check_hostname`), or "
+            "`unix:///path/redis.sock?db=0`; see \"Redis in production\"",
             "private Redis of `bgcore start`", nullable=True, mask=mask_url),
     Setting("redis_sentinel", Sentinel(), None, Scope.BENCH,
             'Redis through Sentinel: `{"sentinels": ["host:26379"], "master": "mymaster", "password": "…", '
-            '"sentinel_password": "…", "db": 0}`', "none", nullable=True, mask=mask_sentinel),
+            '"sentinel_password": "…", "db": 0}` (also `username`, `sentinel_username` for ACL users); '
+            'not together with `redis_queue`; see "Redis in production"', "none", nullable=True, mask=mask_sentinel),
+    Setting("redis_wait_replicas", Number(0, 16, integer=True), 0, Scope.BENCH,
+            "replicas that must confirm every push, take and finish (Redis `WAIT`, up to 1 s each), so that an "
+            "acknowledged enqueue survives a failover (see \"Redis in production\")", "`0`"),
     Setting("bench_id", Text(), None, Scope.BENCH,
             "namespace of this bench in Redis; set the same value on every host of one bench",
             "hash of the bench path", nullable=True),

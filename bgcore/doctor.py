@@ -24,7 +24,7 @@ from rq.utils import as_text
 from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.clock import utcnow
-from bgcore.connection import redis_url
+from bgcore.connection import explain, redact, target
 from bgcore.errors import BgcoreError, ConfigError
 from bgcore.engine import gone
 from bgcore.host import host_name, host_of_holder, host_of_worker
@@ -86,7 +86,7 @@ class HostHealth:
 
 @dataclass
 class DoctorReport:
-    redis_url: str
+    redis_url: str  # as bgcore.connection.describe shows it: a URL without its password, or the Sentinel service
     redis_ok: bool
     redis_error: str = ""
     queues: list[QueueHealth] = field(default_factory=list)
@@ -108,10 +108,11 @@ def diagnose(bench: Bench, now: datetime | None = None) -> DoctorReport:
     """Collect the bench's health at ``now`` (default: the clock); never raises for a problem it can report."""
     now = now or utcnow()
     try:
-        url = redis_url(bench)
+        found = target(bench)
     except BgcoreError as exc:
-        return DoctorReport(redis_url="(none)", redis_ok=False, redis_error=str(exc), problems=_site_problems(bench))
-    report = DoctorReport(redis_url=url, redis_ok=True)
+        return DoctorReport(redis_url="(none)", redis_ok=False, redis_error=redact(str(exc)),
+                            problems=_site_problems(bench))
+    report = DoctorReport(redis_url=found.describe(), redis_ok=True)
     try:
         names = list(bench.queues)
     except BgcoreError as exc:  # a broken 'workers' key: report it, look at the default queues
@@ -130,7 +131,7 @@ def diagnose(bench: Bench, now: datetime | None = None) -> DoctorReport:
         report.hosts = _hosts(bench, now, report.scheduler)
     except RedisError as exc:
         report.redis_ok = False
-        report.redis_error = str(exc)
+        report.redis_error = explain(exc, found.describe(), tls=found.tls)
     if report.redis_ok:
         report.problems.extend(_queue_problems(bench, report.queues, now))
     report.problems.extend(_site_problems(bench))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from bgcore.connection import client_for_url
 from bgcore.errors import RedisUnavailable
 from bgcore.processes import die_with_parent, free_port, pid_alive, wait_for_redis
 
@@ -147,7 +148,7 @@ def start(bench: Bench, timeout: float = 10.0, *, port: int | None = None) -> su
 
 
 def _answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = client_for_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -159,7 +160,7 @@ def _answers(url: str) -> bool:
 def stop(bench: Bench, proc: subprocess.Popen[bytes]) -> None:
     """Stop the private Redis cleanly (its append-only file keeps queued jobs)."""
     try:
-        redis.Redis.from_url(started_url(bench) or "redis://127.0.0.1:1").shutdown(nosave=False)
+        client_for_url(started_url(bench) or "redis://127.0.0.1:1").shutdown(nosave=False)
     except redis.RedisError:
         pass
     try:

@@ -67,6 +67,20 @@ class RedisUnavailable(BgcoreError):
     """Raised when the bench's Redis cannot be found or reached."""
 
 
+class RedisConfigError(ConfigError, RedisUnavailable):
+    """Raised when ``redis_queue`` or ``redis_sentinel`` is malformed (the message never shows a password)."""
+
+
+class RedisAuthFailed(RedisUnavailable):
+    """Raised when the bench's Redis (or a Sentinel) refuses the configured user or password, or the ACL
+    user may not run what bgcore needs."""
+
+
+class RedisTLSFailed(RedisUnavailable):
+    """Raised when the TLS handshake with the bench's Redis fails (e.g. a ``rediss://`` URL to a plain-text
+    server, or a certificate that does not verify)."""
+
+
 class InvalidArgument(BgcoreError):
     """Raised when an argument to the API or CLI has the wrong type or value."""
 

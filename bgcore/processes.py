@@ -39,7 +39,9 @@ def wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout: float = 10.
 
     Another process on the port (``proc`` could not bind it) does not count as an answer.
     """
-    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    from bgcore.connection import client_for_url
+
+    client = client_for_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
     deadline = time.monotonic() + timeout
     try:
         while True:

@@ -41,9 +41,10 @@ def broker(bench: Bench) -> Broker:
     """The bench's take/finish protocol over its Redis (one per Bench object; see bgcore.engine.broker)."""
     found: Broker | None = bench.__dict__.get("_broker")
     if found is None:
+        from bgcore.connection import wait_replicas
         from bgcore.engine.broker import Broker
 
-        found = bench.__dict__["_broker"] = Broker(bench.redis(), bench.bench_id)
+        found = bench.__dict__["_broker"] = Broker(bench.redis(), bench.bench_id, wait_replicas=wait_replicas(bench))
     return found
 
 

@@ -29,7 +29,7 @@ from types import FrameType
 from bgcore import embedded_redis
 from bgcore.bench import Bench
 from bgcore.config import COMMON_CONFIG
-from bgcore.connection import ping
+from bgcore.connection import configured, ping
 from bgcore.engine.settings import EngineSettings
 from bgcore.errors import BgcoreError
 from bgcore.processes import die_with_parent
@@ -152,7 +152,7 @@ def run_bench(bench: Bench, *, with_scheduler: bool, dashboard: int | None = Non
     private: PrivateRedis | None = None
     children: list[Child] = []
     try:
-        if not bench.settings.get("redis_queue"):
+        if not configured(bench):
             private = PrivateRedis(bench)
             logger.info("private Redis for bench %s at %s", bench.path, private.url)
         ping(bench)

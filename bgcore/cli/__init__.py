@@ -15,7 +15,7 @@ import click
 import redis
 
 from bgcore.bench import BENCH_ENV, Bench
-from bgcore.connection import redis_url
+from bgcore.connection import explain_for, redact
 from bgcore.errors import BenchNotFound, BgcoreError
 
 
@@ -35,16 +35,16 @@ class BgcoreGroup(click.Group):
 def _describe(ctx: click.Context, exc: Exception) -> str:
     """The one line shown for ``exc``; a Redis failure names the bench's Redis."""
     if isinstance(exc, BgcoreError):
-        return str(exc)
+        return redact(str(exc))
     state = ctx.find_object(CliState)
-    where = "the bench's Redis"
     if state is not None:
         try:
-            where = f"Redis at {redis_url(state.bench)}"
+            return explain_for(state.bench, exc)
         except BgcoreError:
             pass
-    return (f"{where} failed ({type(exc).__name__}: {exc}); is it running and reachable? "
-            "('bgcore doctor' checks it; 'bgcore start' runs a private one when redis_queue is unset)")
+    from bgcore.connection import explain
+
+    return explain(exc, "the bench's Redis")
 
 
 class CliState:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bgcore import embedded_redis
+from bgcore import connection, embedded_redis
 from bgcore.bench import Bench
 from bgcore.cli import CliState, configure_logging, log_options, main, pass_state
 from bgcore.cli.output import FORMAT_OPTION, emit
@@ -43,23 +43,24 @@ def start(state: CliState, no_scheduler: bool, no_dashboard: bool, log_level: st
 
 def _banner_when_ready(bench: Bench, stop: threading.Event, port: int | None = None) -> None:
     """Print the start banner once the bench's Redis is known (a private one takes a moment to start)."""
-    url = bench.settings.get("redis_queue")
-    while not url and not stop.is_set():
-        url = embedded_redis.started_url(bench)  # its own, not one a process manager runs
-        if not url:
+    where = connection.describe(bench) if connection.configured(bench) else None
+    while not where and not stop.is_set():
+        where = embedded_redis.started_url(bench)  # its own, not one a process manager runs
+        if not where:
             stop.wait(0.1)
-    if url and not stop.is_set():
-        click.echo(start_banner(bench, str(url), port))
+    if where and not stop.is_set():
+        click.echo(start_banner(bench, where, port))
 
 
 def start_banner(bench: Bench, redis_url: str, dashboard_port: int | None = None) -> str:
-    """What ``bgcore start`` says once: where its Redis is, the bench id, and what to try next."""
+    """What ``bgcore start`` says once: where its Redis is (``redis_url`` as :func:`connection.describe`
+    shows it: no password), the bench id, and what to try next."""
     exe = Path(sys.executable).parent / "bgcore"
     venv = Path(sys.prefix)
     activate = venv / "bin" / "activate"
     how = (f"or first: source {activate}" if activate.exists() else "or put it on PATH")
     return "\n".join([
-        f"bgcore start: bench {bench.path} (id {bench.bench_id}), Redis at {redis_url}",
+        f"bgcore start: bench {bench.path} (id {bench.bench_id}), Redis at {connection.redact(redis_url)}",
         *([f"Dashboard: http://{DASHBOARD_HOST}:{dashboard_port}/"] if dashboard_port is not None else []),
         f"In another terminal ({exe}, {how}):",
         f"  {exe} --bench {bench.path} doctor",

@@ -16,6 +16,7 @@ from bgcore.bench import ALL_SITES
 from bgcore.cli import CliState, pass_state
 from bgcore.clock import utcnow
 from bgcore.cli.output import FORMAT_OPTION, WIDE_OPTION, emit, site_zone
+from bgcore.connection import refuse_misconfigured
 from bgcore.scheduler.daemon import run_scheduler
 from bgcore.errors import BgcoreError, InvalidArgument
 from bgcore.scheduler.status import (
@@ -39,6 +40,7 @@ def schedule_cmd(state: CliState) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    refuse_misconfigured(state.bench)  # a refused password is exit 1; a Redis that is down is waited for
     run_scheduler(state.bench, stop)
 
 

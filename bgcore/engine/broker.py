@@ -9,6 +9,7 @@ true, so ``rq.job.Job.fetch(id)`` and RQ's registry classes read bgcore jobs.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from base64 import b64encode
@@ -26,7 +27,11 @@ from rq.utils import as_text, utcformat
 from bgcore import keys
 from bgcore.engine import scripts
 
+logger = logging.getLogger(__name__)
+
 WAKE_CAP = 100
+# With ``redis_wait_replicas``: how long a push, take or finish waits for the replicas to confirm it.
+WAIT_TIMEOUT_MS = 1000
 # Seconds past a job's timeout before its started-registry entry counts as expired for RQ's own
 # cleanup; the pool kills an overdue horse long before that.
 REGISTRY_GRACE = 60
@@ -67,10 +72,12 @@ class Taken:
 class Broker:
     """The take/finish protocol of one bench (``bench_id``) over ``redis``."""
 
-    def __init__(self, redis: Any, bench_id: str, *, clock: Clock = time.time) -> None:
+    def __init__(self, redis: Any, bench_id: str, *, clock: Clock = time.time, wait_replicas: int = 0) -> None:
         self.redis = redis
         self.bench_id = bench_id
         self.clock = clock
+        self.wait_replicas = wait_replicas  # redis_wait_replicas: WAIT after each write step (0: never)
+        self._short = False  # the replicas did not confirm the last write in time (logged once until they do)
         self._push = redis.register_script(scripts.PUSH)
         self._take = redis.register_script(scripts.TAKE)
         self._finish = redis.register_script(scripts.FINISH)
@@ -95,13 +102,35 @@ class Broker:
         fields: list[Any] = []
         for name, value in job.to_dict().items():
             fields += (name, value if value is not None else "")
-        answer = self._push(
-            keys=[job.key, keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
-                  keys.queue_wake(self.bench_id, queue), keys.queue_scheduled(self.bench_id, queue)],
-            args=[site, job.id, int(at_front), int(unique), WAKE_CAP, repr(float(due)) if due else 0, *fields],
-            client=pipeline if pipeline is not None else self.redis,
-        )
-        return answer if pipeline is not None else bool(answer)
+        key_list = [job.key, keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
+                    keys.queue_wake(self.bench_id, queue), keys.queue_scheduled(self.bench_id, queue)]
+        args = [site, job.id, int(at_front), int(unique), WAKE_CAP, repr(float(due)) if due else 0, *fields]
+        if pipeline is not None:
+            return self._push(keys=key_list, args=args, client=pipeline)
+        return bool(self._write(self._push, key_list, args))
+
+    def _write(self, script: Any, key_list: list[str], args: list[Any]) -> Any:
+        """Run a script that writes; with ``wait_replicas``, in one pipeline with ``WAIT`` (same connection).
+
+        WAIT makes the step's answer mean "on the master and on that many replicas", so a
+        failover to one of them cannot lose it. When fewer confirm within ``WAIT_TIMEOUT_MS``
+        the write still stands on the master: one warning, until the replicas keep up again.
+        """
+        if not self.wait_replicas:
+            return script(keys=key_list, args=args)
+        with self.redis.pipeline(transaction=False) as pipe:
+            script(keys=key_list, args=args, client=pipe)
+            pipe.wait(self.wait_replicas, WAIT_TIMEOUT_MS)
+            answer, confirmed = pipe.execute()
+        if int(confirmed) < self.wait_replicas and not self._short:
+            self._short = True
+            logger.warning("only %s of redis_wait_replicas=%d replica(s) confirmed a write within %d ms; such "
+                           "writes can be lost in a failover until the replicas keep up (said once)",
+                           confirmed, self.wait_replicas, WAIT_TIMEOUT_MS)
+        elif int(confirmed) >= self.wait_replicas and self._short:
+            self._short = False
+            logger.warning("the replicas confirm writes again (redis_wait_replicas=%d)", self.wait_replicas)
+        return answer
 
     # -- take ---------------------------------------------------------------------------------
     def take(self, worker: str, queues: Sequence[tuple[str, int]]) -> Taken | None:
@@ -112,7 +141,7 @@ class Broker:
         """
         while True:
             key_list, args = self._take_call(worker, queues)
-            answer = self._take(keys=key_list, args=args)
+            answer = self._write(self._take, key_list, args)
             if answer is None or int(answer[0]) != 0:
                 return self._taken(answer, queues, worker)
             # {0}: the script skipped its bound of deleted or cancelled ids while more ids wait;
@@ -124,8 +153,8 @@ class Broker:
         """:meth:`finish` the job, then :meth:`take` the next one, in one round trip (a busy horse's loop)."""
         finish_keys, finish_args = self._finish_call(worker, job_id, queue, result, error, started, ttl, retry_at)
         take_keys, take_args = self._take_call(worker, queues)
-        ended, answer = self._finish_take(keys=[*finish_keys, *take_keys],
-                                          args=[len(finish_args), *finish_args, *take_args])
+        ended, answer = self._write(self._finish_take, [*finish_keys, *take_keys],
+                                    [len(finish_args), *finish_args, *take_args])
         if answer is not None and int(answer[0]) == 0:
             return bool(ended), self.take(worker, queues)
         return bool(ended), self._taken(answer, queues, worker)
@@ -163,7 +192,7 @@ class Broker:
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block until a job may be waiting in ``queues`` (an enqueue's wake token) or ``timeout``.
 
-        A read timeout of the connection itself (redis-py's default socket timeout is 5 s)
+        A read timeout of the connection itself (``bgcore.connection.READ_TIMEOUT``, 15 s)
         counts as "nothing came": a Redis that is really away shows at the next take.
         """
         wake = [keys.queue_wake(self.bench_id, name) for name in queues]
@@ -183,7 +212,7 @@ class Broker:
         when the job was no longer this worker's (failed or deleted by someone else).
         """
         key_list, args = self._finish_call(worker, job_id, queue, result, error, started, ttl, retry_at)
-        return bool(self._finish(keys=key_list, args=args))
+        return bool(self._write(self._finish, key_list, args))
 
     def _finish_call(self, worker: str, job_id: str, queue: str, result: Any, error: str | None,
                      started: float | None, ttl: int | None,
@@ -211,11 +240,12 @@ class Broker:
         """Put back a job ``worker`` took but did not start, at the head of its site's list."""
         site = keys.site_of_job(job_id) or ""
         rq_name = keys.queue_name(self.bench_id, queue)
-        return bool(self._requeue(
-            keys=[keys.rq_job(job_id), keys.started_registry(rq_name), keys.worker_processing(self.bench_id, worker),
-                  keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
-                  keys.queue_wake(self.bench_id, queue)],
-            args=[worker, job_id, site],
+        return bool(self._write(
+            self._requeue,
+            [keys.rq_job(job_id), keys.started_registry(rq_name), keys.worker_processing(self.bench_id, worker),
+             keys.site_queue(self.bench_id, queue, site), keys.queue_ring(self.bench_id, queue),
+             keys.queue_wake(self.bench_id, queue)],
+            [worker, job_id, site],
         ))
 
     def adopt_legacy(self, queue: str) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 from bgcore import keys
 from bgcore.bench import Bench
+from bgcore.connection import wait_replicas
 from bgcore.engine.broker import Broker, Taken
 from bgcore.engine.outage import OUTAGE_ERRORS, GaveUp, Outage
 from bgcore.engine.lifecycle import JobRun, Middleware, RetryDecision, _quietly, perform, storable
@@ -39,7 +40,7 @@ from bgcore.retry import job_policy
 
 logger = logging.getLogger(__name__)
 
-# Below redis-py's default socket timeout (5 s), so an idle wait never ends in a read timeout.
+# Below the clients' read timeout (bgcore.connection.READ_TIMEOUT, 15 s), so an idle wait never ends in one.
 IDLE_WAIT_SECONDS = 2.0
 FINISH_GRACE_SECONDS = 60.0
 
@@ -114,9 +115,10 @@ class Horse:
         self.burst = burst
         self.stopping = False
         self._waiting = False
-        self.broker = Broker(bench.redis(), bench.bench_id, clock=clock)
+        self.broker = Broker(bench.redis(), bench.bench_id, clock=clock, wait_replicas=wait_replicas(bench))
         self.outage = Outage(f"horse {name}")
         self._unsure = False  # a take's answer was lost: the processing list may hold a job
+        self._outages_seen = 0  # outages this horse has checked its processing list after
 
     def run(self) -> int:
         """Take and run jobs until stopped, drained (burst) or due for recycling; return the exit status.
@@ -170,12 +172,19 @@ class Horse:
         """Take a job, riding out an outage (``None`` when asked to stop meanwhile).
 
         A take whose answer was lost may still have given this horse a job (it is on the
-        processing list): before taking again, such jobs go back to their queues.
+        processing list): before taking again, such jobs go back to their queues. The same after
+        any outage: a Sentinel failover can lose the last writes the old master acknowledged
+        (replication is asynchronous), so the new master may still show an earlier job as taken
+        by this horse although its end was recorded. A horse about to take holds no job, so
+        whatever its processing list holds then is stale and goes back (it runs again: at least once).
         """
         def attempt() -> Taken | None:
+            if self.outage.outages != self._outages_seen:
+                self._unsure = True
             if self._unsure:
                 self._requeue_processing()
                 self._unsure = False
+                self._outages_seen = self.outage.outages
             try:
                 return self.broker.take(self.name, self.queues)
             except OUTAGE_ERRORS:

@@ -15,12 +15,16 @@ from typing import TypeVar
 
 import redis
 
+from bgcore.connection import redact
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 FIRST_DELAY = 0.1
 MAX_DELAY = 5.0
-OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+# ReadOnlyError: a client still connected to a master that a failover turned into a replica (a
+# Sentinel-managed client reconnects to the new master; a plain URL waits until it is a master again).
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 
 
 class GaveUp(Exception):
@@ -37,6 +41,7 @@ class Outage:
         self.clock = clock
         self.max_delay = max_delay
         self.since: float | None = None
+        self.outages = 0  # how many outages began (a caller can tell that one happened since it last looked)
         self._delay = FIRST_DELAY
 
     def call(self, operation: Callable[[], T], *, while_waiting: Callable[[], object] | None = None,
@@ -61,8 +66,9 @@ class Outage:
         """Note a failed attempt (logs only the first of an outage)."""
         if self.since is None:
             self.since = self.clock()
+            self.outages += 1
             logger.warning("%s: Redis is unreachable (%s: %s); retrying, backing off up to %gs", self.who,
-                           type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self.max_delay)
+                           type(exc).__name__, redact(str(exc).splitlines()[0]) if str(exc) else "", self.max_delay)
 
     def recovered(self) -> None:
         """Note a success (logs the end of an outage, if one was going on)."""

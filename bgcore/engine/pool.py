@@ -41,7 +41,7 @@ from rq.utils import utcformat
 
 from bgcore import keys
 from bgcore.bench import Bench
-from bgcore.connection import redis_url
+from bgcore.connection import refuse_misconfigured, wait_replicas
 from bgcore.engine.broker import Broker
 from bgcore.engine.horse import FINISH_GRACE_SECONDS, Horse, HorseExit, HorseLimits, horse_main
 from bgcore.engine.lifecycle import Middleware
@@ -106,8 +106,10 @@ class Pool:
     # -- life of the pool ---------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped (or, in burst mode, until every horse found its queues empty); return the jobs run."""
-        redis_url(self.bench)  # a bench without a Redis is a configuration error, not an outage
-        self.broker = Broker(self.bench.redis(), self.bench.bench_id)
+        # No Redis, a malformed redis_queue / redis_sentinel, a refused password or TLS handshake: a
+        # configuration error (exit 1), not an outage to wait out.
+        refuse_misconfigured(self.bench)
+        self.broker = Broker(self.bench.redis(), self.bench.bench_id, wait_replicas=wait_replicas(self.bench))
         self.outage.call(self.broker.redis.ping)  # a Redis that is down at start: wait for it
         self.retry_defaults = {q.name: q.retry for q in self.queues}
         for spec in self.queues:
