@@ -361,7 +361,7 @@ def test_a_malformed_redis_wait_replicas_is_one_clear_line(tmp_path: Path, value
 def test_only_the_connection_module_builds_redis_clients() -> None:
     # One place: a client built anywhere else would miss Sentinel, TLS checks and the clear errors
     package = Path(__file__).resolve().parent.parent / "bgcore"
-    builders = ("from_url(", "redis.Redis(", "StrictRedis(", "Sentinel(")
+    builders = ("from_url(", "redis.Redis(", "StrictRedis(", " Sentinel(", "redis.Sentinel(")
     found = [f"{path.relative_to(package)}: {line.strip()}" for path in package.rglob("*.py")
              if path.name != "connection.py"
              for line in path.read_text().splitlines() if any(b in line for b in builders)]
