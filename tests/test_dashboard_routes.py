@@ -404,11 +404,16 @@ def test_settings_refuse_a_non_loopback_address_without_a_password(bench_dir: Be
     bench_dir.write_common(dashboard_password="pw", dashboard_port=9100)
     chosen = DashboardSettings.from_bench(bench_dir.bench(), host="0.0.0.0")
     assert (chosen.host, chosen.port, chosen.password) == ("0.0.0.0", 9100, "pw")
-    for bad in ({"dashboard_port": "80"}, {"dashboard_port": 0}, {"dashboard_password": ""},
-                {"dashboard_host": ""}):
+    for bad in ({"dashboard_port": "80"}, {"dashboard_port": 0}, {"dashboard_password": 5},
+                {"dashboard_host": 127}):
         bench_dir.write_common(**bad)
         with pytest.raises(ConfigError, match="dashboard_"):
             DashboardSettings.from_bench(bench_dir.bench())
+    # An empty value is an unset one (the schema's rule for every optional key): no password, so loopback only
+    bench_dir.write_common(dashboard_password="")
+    assert DashboardSettings.from_bench(bench_dir.bench()).password is None
+    with pytest.raises(InvalidArgument, match="without a password"):
+        DashboardSettings.from_bench(bench_dir.bench(), host="0.0.0.0")
 
 
 def test_the_cli_refuses_to_serve_a_public_address_without_a_password(bench_dir: BenchDir) -> None:

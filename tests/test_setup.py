@@ -89,6 +89,10 @@ def test_supervisor_config_has_a_pool_per_queue_group_the_scheduler_dashboard_re
 def test_a_bench_with_redis_queue_gets_no_redis_program_and_no_dashboard_when_asked(
         bench_dir: BenchDir, tmp_path: Path) -> None:
     bench_dir.write_common(dashboard_host="0.0.0.0", dashboard_port=9100)
+    # A public dashboard without a password would be refused at its start: setup refuses it now
+    code, output = run_setup(bench_dir, "procfile", "--output", str(tmp_path))
+    assert code == 1 and "refuses to listen on '0.0.0.0' without a password" in output
+    bench_dir.write_common(dashboard_host="0.0.0.0", dashboard_port=9100, dashboard_password="pw")
     code, output = run_setup(bench_dir, "procfile", "--output", str(tmp_path))
     assert code == 0, output
     names = [line.split(":", 1)[0] for line in (tmp_path / "Procfile").read_text().splitlines()
@@ -143,7 +147,7 @@ def test_bad_inputs_get_one_clear_error(grouped: BenchDir, tmp_path: Path) -> No
     assert code == 1 and "--redis-port must be a TCP port from 1 to 65535, found 70000" in output
     grouped.write_common(redis_queue=None, dashboard_port="8009")
     code, output = run_setup(grouped, "systemd", "--output", str(out))
-    assert code == 1 and "dashboard_port must be a TCP port from 1 to 65535, found '8009'" in output
+    assert code == 1 and "dashboard_port must be an integer from 1 to 65535, found '8009'" in output
     grouped.write_common(redis_queue=None, workers={"short": {"group": "two words"}})
     code, output = run_setup(grouped, "systemd", "--output", str(out))
     assert code == 1 and "workers.short.group must be a pool name" in output

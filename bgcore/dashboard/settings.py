@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bgcore.bench import Bench
 from bgcore.config import COMMON_CONFIG
-from bgcore.errors import ConfigError, InvalidArgument
+from bgcore.errors import InvalidArgument
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8009
@@ -25,19 +25,16 @@ class DashboardSettings:
     def from_bench(cls, bench: Bench, *, host: str | None = None, port: int | None = None) -> DashboardSettings:
         """The bench's settings, ``host``/``port`` (command-line options) winning; checked.
 
-        :class:`ConfigError` for a bad key; :class:`InvalidArgument` for a non-loopback
-        address without ``dashboard_password``.
+        :class:`~bgcore.errors.InvalidConfigValue` for a bad key (checked by :mod:`bgcore.config_schema`);
+        :class:`InvalidArgument` for a bad option or a non-loopback address without ``dashboard_password``.
         """
-        common = bench.common_config
-        chosen_host = host if host is not None else common.get("dashboard_host", DEFAULT_HOST)
-        chosen_port = port if port is not None else common.get("dashboard_port", DEFAULT_PORT)
-        password = common.get("dashboard_password")
-        if not isinstance(chosen_host, str) or not chosen_host.strip():
-            raise ConfigError(f"{COMMON_CONFIG}: dashboard_host must be a host name or address, found {chosen_host!r}")
-        if isinstance(chosen_port, bool) or not isinstance(chosen_port, int) or not 0 < chosen_port < 65536:
-            raise ConfigError(f"{COMMON_CONFIG}: dashboard_port must be a port number (1-65535), found {chosen_port!r}")
-        if password is not None and (not isinstance(password, str) or not password):
-            raise ConfigError(f"{COMMON_CONFIG}: dashboard_password must be a non-empty string, found {password!r}")
+        chosen_host = host if host is not None else bench.settings.get("dashboard_host")  # checked by the schema
+        chosen_port = port if port is not None else bench.settings.get("dashboard_port")
+        password = bench.settings.get("dashboard_password")
+        if not isinstance(chosen_host, str) or not chosen_host.strip() or any(c.isspace() for c in chosen_host.strip()):
+            raise InvalidArgument(f"--host must be a host name or address such as {DEFAULT_HOST!r}, found {chosen_host!r}")
+        if not 0 < chosen_port < 65536:
+            raise InvalidArgument(f"--port must be a TCP port from 1 to 65535, found {chosen_port!r}")
         settings = cls(host=chosen_host.strip(), port=chosen_port, password=password)
         if password is None and not is_loopback(settings.host):
             raise InvalidArgument(

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bgcore import embedded_redis
+from bgcore import connection, embedded_redis
 from bgcore.bench import BENCH_ENV, Bench
 from bgcore.config import COMMON_CONFIG
 from bgcore.engine.settings import EngineSettings
@@ -35,8 +35,6 @@ COLD_STOP_SECONDS = 10  # a pool's cold stop: kill the horses, record their jobs
 REDIS_STOP_SECONDS = 60  # redis-server writes its append-only file before it exits
 DEFAULT_REDIS_PORT = 11000  # the private Redis's port under a process manager (--redis-port)
 LOG_DIR = "logs"
-DEFAULT_DASHBOARD_HOST = "127.0.0.1"
-DEFAULT_DASHBOARD_PORT = 8009
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def build_plan(bench: Bench, *, user: str | None, dashboard: bool = True,
     exe = bgcore_argv()
     logs = bench.path / LOG_DIR
     programs: list[Program] = []
-    private = not bench.common_config.get("redis_queue")
+    private = not connection.configured(bench)  # neither redis_queue nor redis_sentinel
     if private:
         server = str(Path(embedded_redis.find_redis_server()).absolute())
         argv = (server, *embedded_redis.server_args(embedded_redis.data_dir(bench), redis_port, ""))
@@ -134,12 +132,8 @@ def _whole(seconds: float) -> int:
 
 
 def _dashboard_address(bench: Bench, where: str) -> tuple[str, int]:
-    host = bench.common_config.get("dashboard_host", DEFAULT_DASHBOARD_HOST)
-    port = bench.common_config.get("dashboard_port", DEFAULT_DASHBOARD_PORT)
-    if not isinstance(host, str) or not host or any(c.isspace() for c in host):
-        raise ConfigError(f"{where}: dashboard_host must be a host name or address such as "
-                          f"{DEFAULT_DASHBOARD_HOST!r}, found {host!r}")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise ConfigError(f"{where}: dashboard_port must be a TCP port from 1 to 65535, found {port!r} "
-                          f"(default {DEFAULT_DASHBOARD_PORT})")
-    return host, port
+    """The dashboard's address, checked as ``bgcore dashboard`` checks it (a non-loopback one needs a password)."""
+    from bgcore.dashboard.settings import DashboardSettings
+
+    found = DashboardSettings.from_bench(bench)
+    return found.host, found.port
