@@ -508,3 +508,19 @@ def test_a_horse_forked_while_the_parent_holds_unsent_counts_does_not_send_them_
     # And the parent sends it with its next write (a second lost job)
     counter.horse_lost(LostJob(bench_dir.bench(), job, "failed", "WorkHorseKilled", NOW))
     assert redis_client.hgetall(outcomes) == {b"finished": b"1", b"lost": b"2"}
+
+
+@pytest.mark.slow
+def test_a_burst_worker_writes_its_last_counts_as_its_horse_leaves(bench_dir: BenchDir,
+                                                                   redis_client: redis.Redis) -> None:
+    # Given 5 quick jobs on `short` (a horse in burst mode never waits idle: it leaves once they are done)
+    bench_dir.cli("migrate", check=True)
+    bench = bench_dir.bench()
+    for index in range(5):
+        enqueue(bench, ("a.test", "b.test")[index % 2])
+    # When a burst worker drains the queue and exits
+    result = bench_dir.cli("worker", "--queue", "short", "--burst", "--quiet", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Then every run was written before its horse left
+    assert redis_client.hgetall(keys.metrics_outcomes(bench.bench_id, "short")) == {b"finished": b"5"}
+    assert sum(f for _, f, _ in metrics.throughput(bench, 2)["short"]) == 5
