@@ -524,3 +524,10 @@ def test_a_burst_worker_writes_its_last_counts_as_its_horse_leaves(bench_dir: Be
     # Then every run was written before its horse left
     assert redis_client.hgetall(keys.metrics_outcomes(bench.bench_id, "short")) == {b"finished": b"5"}
     assert sum(f for _, f, _ in metrics.throughput(bench, 2)["short"]) == 5
+
+
+def test_a_scrape_while_redis_is_away_answers_503_saying_why(bench_dir: BenchDir, redis_client: redis.Redis) -> None:
+    bench_dir.write_common(redis_queue=f"redis://127.0.0.1:{free_port()}/0")
+    status, _, body = call(metrics_app(bench_dir.bench(), None))
+    assert status.startswith("503")
+    assert body.decode().startswith("metrics unavailable: ") and body.count(b"\n") == 1
