@@ -3,9 +3,9 @@
 Nothing is kept in the scraping process: every scrape reads the totals the workers
 added up in Redis (:mod:`bgcore.metrics.store`) and the queue, worker and scheduler
 state through the read models the dashboard and the CLI use (:mod:`bgcore.views`),
-in a fixed number of round trips (about seven, whatever the number of jobs or sites).
-Only the bench's own keys are read, so two benches on one Redis never see each
-other's numbers.
+in a fixed number of round trips (six; seven with ``metrics_site_labels``), whatever
+the number of jobs or sites. Only the bench's own keys are read, so two benches on
+one Redis never see each other's numbers.
 """
 
 from __future__ import annotations
