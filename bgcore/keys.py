@@ -160,6 +160,11 @@ def site_failed(bench_id: str, site: str) -> str:
     return site_key(bench_id, site, "failed")
 
 
+def failed_indexed(bench_id: str, queue: str) -> str:
+    """String key, set once the failures of ``queue`` made before the site failed index existed are indexed."""
+    return bench_key(bench_id, "queue", queue, "failed_indexed")
+
+
 def held_sites(bench_id: str) -> str:
     """Set: sites whose jobs workers leave queued (``hold_jobs``); kept in step with the site configs."""
     return bench_key(bench_id, "held_sites")

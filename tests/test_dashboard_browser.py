@@ -66,6 +66,13 @@ APP = {
             return "slept"
 
 
+        def wait_for_file(path, timeout=300):
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return "gate opened"
+
+
         def needs_flag(flag, note=""):
             if not os.path.exists(flag):
                 raise RuntimeError("flag file missing: " + flag)
@@ -159,16 +166,21 @@ def test_an_operator_watches_requeues_and_pauses_in_a_real_browser(running_bench
     page.wait_for_selector("#scheduler:has-text('Leader')")
     page.evaluate("window.__not_reloaded = true")
 
-    # When a job is enqueued behind a slow one (the only horse is busy), and its page is open
-    enqueue(bench, "browserapp.tasks.slow", seconds=8, job_id="slow-one")
-    page.wait_for_selector("#workers a:has-text('browserapp.tasks.slow')")  # the overview shows the busy worker
-    shot(page, "overview")
+    # When a job is enqueued behind one that holds the only horse until a gate file appears
+    gate = tmp_path / "gate"
+    enqueue(bench, "browserapp.tasks.wait_for_file", path=str(gate), job_id="gatekeeper")
+    page.wait_for_selector("#workers a:has-text('browserapp.tasks.wait_for_file')")  # the busy worker, live
     job = enqueue(bench, "browserapp.tasks.slow", seconds=0, job_id="watched")
+    # Then the overview counts it queued, without a reload
+    page.wait_for_selector("tr[data-queue='default'] td.queued:text-is('1')")
+    assert page.evaluate("window.__not_reloaded") is True
+    shot(page, "overview")
+    # And its own page shows it queued, then, once the gate opens, finished, without a reload
     page.goto(f"{url}/jobs/a.test/{job}")
-    page.wait_for_selector("#job-status:has-text('queued')")
+    page.wait_for_selector("#job-status:text-is('queued')")
     page.evaluate("window.__not_reloaded = true")
-    # Then, without a reload, the page shows it finished
-    page.wait_for_selector("#job-status:has-text('finished')")
+    gate.write_text("open")
+    page.wait_for_selector("#job-status:text-is('finished')")
     assert page.evaluate("window.__not_reloaded") is True
     assert "slept" in page.inner_text("#result")
 

@@ -266,6 +266,10 @@ def test_trigger_enqueues_one_run_of_an_event(bench: Bench, bench_dir: BenchDir)
         assert "trigger-" + event.group(1) in queued
         missing = client.post("/sites/e.test/trigger", data={"csrf_token": csrf.group(1), "event": "nope"})
         assert missing.status_code == 400 and "has no scheduled event" in missing.text
+        # And a paused site's event is not run, as the CLI refuses it without --force
+        client.post("/sites/e.test/scheduler/pause", data={"csrf_token": csrf.group(1)})
+        paused = client.post("/sites/e.test/trigger", data={"csrf_token": csrf.group(1), "event": event.group(1)})
+        assert paused.status_code == 409 and "has pause_scheduler on" in paused.text
 
 
 def test_requeue_and_delete_one_failed_job(bench: Bench, client: TestClient) -> None:
@@ -293,8 +297,12 @@ def test_bulk_requeue_and_delete_by_filter_touch_only_what_it_selects(bench: Ben
                                                          "method": "testapp.tasks.fail"}, follow_redirects=False)
     assert response.status_code == 303 and "requeued+1+failed" in response.headers["location"]
     assert (status(bench, a_fail), status(bench, a_add), status(bench, b_fail)) == ("queued", "failed", "failed")
+    # And deleting in bulk needs its box ticked
+    assert client.post("/jobs/failed/delete", data={"csrf_token": csrf}).status_code == 400
+    assert status(bench, a_add) == "failed"
     # And every failed job of every site is deleted
-    response = client.post("/jobs/failed/delete", data={"csrf_token": csrf}, follow_redirects=False)
+    response = client.post("/jobs/failed/delete", data={"csrf_token": csrf, "confirm": "yes"},
+                           follow_redirects=False)
     assert "deleted+2+failed" in response.headers["location"]
     assert not bench.redis().exists(keys.rq_job(a_add)) and not bench.redis().exists(keys.rq_job(b_fail))
     assert status(bench, a_fail) == "queued"
@@ -315,7 +323,8 @@ def test_actions_never_touch_another_bench_on_the_same_redis(bench: Bench, bench
     with TestClient(create_app(bench)) as client:
         csrf = token(client)
         # When this bench's dashboard requeues, deletes in bulk and pauses a.test
-        assert client.post("/jobs/failed/delete", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+        assert client.post("/jobs/failed/delete", data={"csrf_token": csrf, "confirm": "yes"},
+                           follow_redirects=False).status_code == 303
         client.post("/sites/a.test/scheduler/pause", data={"csrf_token": csrf})
         # And lists jobs
         listed = client.get("/jobs?status=queued").text + client.get("/jobs?status=failed").text
@@ -406,3 +415,21 @@ def test_the_cli_refuses_to_serve_a_public_address_without_a_password(bench_dir:
     result = CliRunner().invoke(main, ["--bench", str(bench_dir.path), "dashboard", "--host", "0.0.0.0"])
     assert result.exit_code == 1
     assert "Error: the dashboard refuses to listen on '0.0.0.0' without a password" in result.output
+
+
+def test_a_taken_port_is_one_clear_error_and_start_runs_without_the_dashboard(
+        bench_dir: BenchDir, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    from bgcore.start import dashboard_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["--bench", str(bench_dir.path), "dashboard", "--port", str(port)])
+        assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.output
+        bench_dir.write_common(dashboard_port=port)
+        with caplog.at_level("WARNING", logger="bgcore.start"):
+            assert dashboard_port(bench_dir.bench()) is None
+        assert f"dashboard not started: port {port} of 127.0.0.1 is in use" in caplog.text

@@ -85,6 +85,21 @@ def test_the_failed_index_follows_failures_requeues_deletes_and_pruning(bench_di
     assert index(bench, "a.test") == []
 
 
+def test_failures_from_before_the_index_are_indexed_once(bench_dir: BenchDir) -> None:
+    bench = bench_dir.bench()
+    # Given a failure in RQ's registry that no index knows (written by a version without it)
+    fail(bench, "a.test", "old")
+    drain(bench)
+    redis_ = bench.redis()
+    redis_.delete(keys.site_failed(bench.bench_id, "a.test"))
+    assert broker(bench).failed_ids("default", "a.test") == []
+    # When a pool starts (it indexes each queue's earlier failures), then once more
+    assert broker(bench).index_failed("default") == 1
+    assert broker(bench).index_failed("default") == 0
+    # Then the site's failures are found again
+    assert [keys.local_job_id(i) for i in broker(bench).failed_ids("default", "a.test")] == ["old"]
+
+
 def test_a_retried_attempt_is_not_a_failure_until_its_last(bench_dir: BenchDir) -> None:
     bench = bench_dir.bench()
     with bgcore.connect("a.test", bench):

@@ -41,7 +41,7 @@ from bgcore.db import joblog
 from bgcore.job_records import show_job
 from bgcore.jobs import delete_failed, requeue_failed
 from bgcore.scheduler.status import event_status, site_status, trigger_event
-from bgcore.scheduler.switches import Switch, set_switch
+from bgcore.scheduler.switches import Switch, blocking_switch, set_switch
 from bgcore.views import joblist, sites, workers
 from bgcore.views.queues import queue_counts
 from bgcore.views.scheduler import scheduler_view
@@ -182,6 +182,11 @@ class Dashboard:
     def trigger(self, form: dict[str, str], request: Request) -> Response:
         site = self._site(request)
         event = form.get("event", "")
+        switch = blocking_switch(self.bench.site_config(site))
+        if switch is not None:  # as 'bgcore trigger-scheduler-event' without --force
+            raise HTTPException(409, f"site {site!r} has {switch.value} on, so its scheduler does not run events; "
+                                     f"turn it off first, or run 'bgcore trigger-scheduler-event {event} "
+                                     f"--site {site} --force'")
         job = trigger_event(self.bench, site, event, self.clock())
         return _back(f"/sites/{site}", f"enqueued {keys.local_job_id(job.id)} ({event})")
 
@@ -205,6 +210,8 @@ class Dashboard:
         act = {"requeue": requeue_failed, "delete": delete_failed}.get(verb)
         if act is None:
             raise HTTPException(404, f"no bulk action {verb!r}; use requeue or delete")
+        if verb == "delete" and form.get("confirm") != "yes":
+            raise HTTPException(400, "deleting failed jobs in bulk needs the 'yes, delete them' box ticked")
         site, queue, method = form.get("site") or None, form.get("queue") or None, form.get("method") or None
         names = [self._known(site)] if site else self.bench.site_names()
         done = sum(len(act(self.bench, name, method=method, queue=queue).jobs) for name in names)

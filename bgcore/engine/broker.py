@@ -240,6 +240,24 @@ class Broker:
             self.redis.rpush(legacy, *foreign)
         return moved
 
+    def index_failed(self, queue: str) -> int:
+        """Add ``queue``'s failures from before the per-site failed index to it, once per bench; returns how many.
+
+        Failures made since are indexed by the finish script itself; a pool runs this at start.
+        """
+        if self.redis.exists(keys.failed_indexed(self.bench_id, queue)):
+            return 0
+        entries = self.redis.zrange(keys.failed_registry(keys.queue_name(self.bench_id, queue)), 0, -1,
+                                    withscores=True)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member, score in entries:
+                site = keys.site_of_job(as_text(member))
+                if site is not None:
+                    pipe.zadd(keys.site_failed(self.bench_id, site), {member: score}, nx=True)
+            pipe.set(keys.failed_indexed(self.bench_id, queue), "1")
+            pipe.execute()
+        return len(entries)
+
     def queue_of_job(self, job_id: str) -> str | None:
         """The bench queue a job belongs to (from its hash's ``origin``), or None if it is gone."""
         origin = self.redis.hget(keys.rq_job(job_id), "origin")

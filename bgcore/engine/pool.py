@@ -111,6 +111,9 @@ class Pool:
             moved = self.outage.call(partial(self.broker.adopt_legacy, spec.name))
             if moved:
                 logger.info("moved %d job(s) from RQ's plain list of queue %s to their sites' lists", moved, spec.name)
+            indexed = self.outage.call(partial(self.broker.index_failed, spec.name))
+            if indexed:
+                logger.info("indexed %d earlier failed job(s) of queue %s by site", indexed, spec.name)
         preload_apps(self.bench)
         self.middleware = default_middleware(self.bench, timeouts=True)
         self.outage.call(partial(recover_dead_workers, self.bench, self.broker, retry_defaults=self.retry_defaults,
