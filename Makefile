@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.workers
 	$(BIN)/python -m benchmarks.faults
 	$(BIN)/python -m benchmarks.capacity
+	$(BIN)/python -m benchmarks.dashboard
 
 clean:
 	rm -rf $(VENV) .bgcore

@@ -370,9 +370,10 @@ def test_metrics_cli_refuses_bad_input_with_one_line(bench_dir: BenchDir, redis_
         result = run(bench_dir, "metrics", *args)
         assert result.exit_code == 1, result.output
         assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
-    bench_dir.write_common(dashboard_password="")
+    bench_dir.write_common(dashboard_password=5)  # (an empty one is an unset one: open, on loopback only)
     result = run(bench_dir, "metrics")
     assert result.exit_code == 1 and "dashboard_password must be a non-empty string" in result.stderr
+    assert "5" not in result.stderr.split("found", 1)[1]  # a wrong password is never shown
 
 
 def test_metrics_cli_says_when_its_port_is_taken(bench_dir: BenchDir, redis_client: redis.Redis) -> None:
@@ -508,3 +509,26 @@ def test_a_horse_forked_while_the_parent_holds_unsent_counts_does_not_send_them_
     # And the parent sends it with its next write (a second lost job)
     counter.horse_lost(LostJob(bench_dir.bench(), job, "failed", "WorkHorseKilled", NOW))
     assert redis_client.hgetall(outcomes) == {b"finished": b"1", b"lost": b"2"}
+
+
+@pytest.mark.slow
+def test_a_burst_worker_writes_its_last_counts_as_its_horse_leaves(bench_dir: BenchDir,
+                                                                   redis_client: redis.Redis) -> None:
+    # Given 5 quick jobs on `short` (a horse in burst mode never waits idle: it leaves once they are done)
+    bench_dir.cli("migrate", check=True)
+    bench = bench_dir.bench()
+    for index in range(5):
+        enqueue(bench, ("a.test", "b.test")[index % 2])
+    # When a burst worker drains the queue and exits
+    result = bench_dir.cli("worker", "--queue", "short", "--burst", "--quiet", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Then every run was written before its horse left
+    assert redis_client.hgetall(keys.metrics_outcomes(bench.bench_id, "short")) == {b"finished": b"5"}
+    assert sum(f for _, f, _ in metrics.throughput(bench, 2)["short"]) == 5
+
+
+def test_a_scrape_while_redis_is_away_answers_503_saying_why(bench_dir: BenchDir, redis_client: redis.Redis) -> None:
+    bench_dir.write_common(redis_queue=f"redis://127.0.0.1:{free_port()}/0")
+    status, _, body = call(metrics_app(bench_dir.bench(), None))
+    assert status.startswith("503")
+    assert body.decode().startswith("metrics unavailable: ") and body.count(b"\n") == 1

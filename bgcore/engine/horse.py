@@ -280,12 +280,13 @@ class Horse:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _wait(self) -> None:
+        # Before ``_waiting``: a SIGTERM must not break into a hook's write (it would raise _Stop there).
+        for m in self.middleware:
+            _quietly(m.horse_idle, self.bench)
         self._waiting = True
         try:
             if self.stopping:
                 return
-            for m in self.middleware:
-                _quietly(m.horse_idle, self.bench)
             wait = IDLE_WAIT_SECONDS
             if self.broker.next_due is not None:  # a delayed job: be back when it is due
                 wait = min(wait, max(0.01, self.broker.next_due - self.broker.clock()))

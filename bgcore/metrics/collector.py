@@ -2,43 +2,36 @@
 
 Nothing is kept in the scraping process: every scrape reads the totals the workers
 added up in Redis (:mod:`bgcore.metrics.store`) and the queue, worker and scheduler
-state through the same functions ``bgcore doctor`` uses, in a fixed number of round
-trips (about ten, whatever the number of jobs or sites). Only the names of the bench's
-own keys are read, so two benches on one Redis never see each other's numbers.
+state through the read models the dashboard and the CLI use (:mod:`bgcore.views`),
+in a fixed number of round trips (six; seven with ``metrics_site_labels``), whatever
+the number of jobs or sites. Only the bench's own keys are read, so two benches on
+one Redis never see each other's numbers.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from rq.utils import as_text
 
-from bgcore import keys
 from bgcore.bench import Bench
 from bgcore.clock import Clock, utcnow
-from bgcore.doctor import _workers_per_queue
-from bgcore.errors import ConfigError
 from bgcore.metrics.store import queue_stats
-from bgcore.rqbridge import broker
-from bgcore.scheduler import presence
-from bgcore.scheduler.lease import current_holder, lease_seconds
+from bgcore.views.queues import QueueCounts, queue_counts
+from bgcore.views.scheduler import SchedulerView, scheduler_view
+from bgcore.views.sites import _failed_per_site
+from bgcore.views.workers import live_workers, per_queue
 
 SITE_LABELS_KEY = "metrics_site_labels"
 JOB_STATES = ("queued", "running", "scheduled", "failed")
 
 
 def site_labels_enabled(bench: Bench) -> bool:
-    """The bench config's ``metrics_site_labels`` (default false), checked to be true or false."""
-    value = bench.common_config.get(SITE_LABELS_KEY, False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{bench.sites_path / 'common_site_config.json'}: {SITE_LABELS_KEY} must be true or "
-                          f"false, found {value!r}")
-    return value
+    """The bench config's ``metrics_site_labels`` (default false), checked by the schema."""
+    return bool(bench.settings.get(SITE_LABELS_KEY))
 
 
 class BenchCollector(Collector):
@@ -49,53 +42,29 @@ class BenchCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        bench, redis = self.bench, self.bench.redis()
-        queues = list(bench.queues)
+        bench = self.bench
         per_site = site_labels_enabled(bench)
         now = self.clock()
-        depths = {q: broker(bench).depths(q) for q in queues}  # one script call per queue
-        counts = _registry_counts(redis, bench.bench_id, queues, with_failed_ids=per_site)
-        yield _jobs(queues, depths, counts)
-        yield from _totals(redis, bench.bench_id, queues)
-        workers = _workers_per_queue(bench)
+        counts = queue_counts(bench)  # one round trip
+        yield _jobs(counts)
+        yield from _totals(bench.redis(), bench.bench_id, [c.name for c in counts])
+        workers = per_queue(live_workers(bench, now))
         gauge = GaugeMetricFamily("bgcore_workers", "Live work-horses serving the queue (this bench).",
                                   labels=["queue"])
-        for q in queues:
-            gauge.add_metric([q], workers.get(keys.queue_name(bench.bench_id, q), 0))
+        for c in counts:
+            gauge.add_metric([c.name], workers.get(c.name, 0))
         yield gauge
-        yield from _scheduler(bench, redis, now)
+        yield from _scheduler(scheduler_view(bench, now))
         if per_site:
-            yield _sites(bench, depths, counts["failed_ids"])
+            yield _sites(bench, counts)
 
 
-def _registry_counts(redis: Any, bench_id: str, queues: list[str], *, with_failed_ids: bool) -> dict[str, Any]:
-    """Running, failed and scheduled counts per queue (and the failed ids, for per-site counts): one round trip."""
-    with redis.pipeline(transaction=False) as pipe:
-        for q in queues:
-            rq_name = keys.queue_name(bench_id, q)
-            pipe.zcard(keys.started_registry(rq_name))
-            pipe.zcard(keys.failed_registry(rq_name))
-            pipe.zcard(keys.queue_scheduled(bench_id, q))
-            if with_failed_ids:
-                pipe.zrange(keys.failed_registry(rq_name), 0, -1)
-        found = pipe.execute()
-    step = 4 if with_failed_ids else 3
-    rows = [found[i:i + step] for i in range(0, len(found), step)]
-    return {
-        "running": {q: int(r[0]) for q, r in zip(queues, rows)},
-        "failed": {q: int(r[1]) for q, r in zip(queues, rows)},
-        "scheduled": {q: int(r[2]) for q, r in zip(queues, rows)},
-        "failed_ids": [as_text(i) for r in rows for i in (r[3] if with_failed_ids else [])],
-    }
-
-
-def _jobs(queues: list[str], depths: dict[str, dict[str, int]], counts: dict[str, Any]) -> Metric:
+def _jobs(counts: list[QueueCounts]) -> Metric:
     gauge = GaugeMetricFamily("bgcore_jobs", "Jobs of the queue by state (queued, running, scheduled, failed).",
                               labels=["queue", "state"])
-    for q in queues:
-        gauge.add_metric([q, "queued"], sum(depths[q].values()))
-        for state in ("running", "scheduled", "failed"):
-            gauge.add_metric([q, state], counts[state][q])
+    for c in counts:
+        for state in JOB_STATES:
+            gauge.add_metric([c.name, state], getattr(c, state))
     return gauge
 
 
@@ -114,33 +83,31 @@ def _totals(redis: Any, bench_id: str, queues: list[str]) -> Iterator[Metric]:
     yield hist
 
 
-def _scheduler(bench: Bench, redis: Any, now: datetime) -> Iterator[Metric]:
-    leader = current_holder(redis, bench.bench_id)
+def _scheduler(view: SchedulerView) -> Iterator[Metric]:
     yield GaugeMetricFamily("bgcore_scheduler_leader", "1 while a scheduler daemon holds the bench's lease, else 0.",
-                            value=1 if leader else 0)
-    daemons = presence.alive(redis, bench.bench_id, now=now, lease_seconds=lease_seconds(bench.common_config))
-    last_tick = next((d.last_tick for d in daemons if d.holder == leader), None)
+                            value=1 if view.leader else 0)
     last = GaugeMetricFamily("bgcore_scheduler_last_tick_timestamp_seconds",
                              "When the leading scheduler last ticked (epoch seconds; absent before its first tick).")
     lag = GaugeMetricFamily("bgcore_scheduler_tick_lag_seconds",
                             "Seconds since the leading scheduler's last tick, as of this scrape (absent when no "
                             "daemon leads or it has not ticked); above the tick interval, ticks are late.")
-    if last_tick is not None:
-        last.add_metric([], last_tick.timestamp())
-        lag.add_metric([], max(0.0, (now - last_tick).total_seconds()))
+    if view.last_tick is not None and view.lag_seconds is not None:
+        last.add_metric([], view.last_tick.timestamp())
+        lag.add_metric([], view.lag_seconds)
     yield last
     yield lag
 
 
-def _sites(bench: Bench, depths: dict[str, dict[str, int]], failed_ids: list[str]) -> Metric:
+def _sites(bench: Bench, counts: list[QueueCounts]) -> Metric:
     """Per-site queued and failed jobs (all queues together): 2 series per site of the bench."""
     queued: Counter[str] = Counter()
-    for by_site in depths.values():
-        queued.update(by_site)
-    failed = Counter(site for site in (keys.site_of_job(i) for i in failed_ids) if site is not None)
+    for c in counts:
+        queued.update(c.per_site)
+    names = sorted(set(bench.site_names()) | set(queued))
+    failed = _failed_per_site(bench, names)  # one script call over the sites' failed indexes
     gauge = GaugeMetricFamily("bgcore_site_jobs", "Jobs of the site (every queue) by state: queued, failed. Only "
                               "with metrics_site_labels; 2 series per site.", labels=["site", "state"])
-    for site in sorted(set(bench.site_names()) | set(queued) | set(failed)):
+    for site in names:
         gauge.add_metric([site, "queued"], queued.get(site, 0))
         gauge.add_metric([site, "failed"], failed.get(site, 0))
     return gauge

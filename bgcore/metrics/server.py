@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -26,7 +25,8 @@ from redis import RedisError
 
 from bgcore.bench import Bench
 from bgcore.config import COMMON_CONFIG
-from bgcore.errors import BgcoreError, ConfigError, InvalidArgument
+from bgcore.dashboard.settings import is_loopback  # the dashboard's own rule, so both agree
+from bgcore.errors import BgcoreError, InvalidArgument
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +39,9 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only reaches this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
 def dashboard_password(bench: Bench) -> str | None:
-    """The bench's ``dashboard_password`` (None when unset), checked to be a non-empty string."""
-    password = bench.common_config.get("dashboard_password")
-    if password is not None and (not isinstance(password, str) or not password):
-        raise ConfigError(f"{COMMON_CONFIG}: dashboard_password must be a non-empty string, found {password!r}")
+    """The bench's ``dashboard_password`` (None when unset or empty), checked by the schema."""
+    password: str | None = bench.settings.get("dashboard_password")
     return password
 
 
