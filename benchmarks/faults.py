@@ -331,10 +331,22 @@ def first_start_after(evidence_path: Path, t: float, jobs: set[str] | None = Non
 
 
 def running_jobs_of(evidence_path: Path, pids: set[int]) -> set[str]:
-    """Jobs whose latest start was by one of ``pids`` and that have not finished since."""
+    """Jobs a run of one of ``pids`` started and that run never ended.
+
+    A run is judged by its own process's lines, not by the job's latest line: a job cut off by a kill
+    may already have been rerun (and finished) by another horse when this is asked on a busy machine.
+    """
     found = set()
     for job, lines in read_evidence(evidence_path).items():
-        if lines and lines[-1]["tag"] == "started" and lines[-1]["pid"] in pids:
+        open_runs: set[int] = set()
+        for line in lines:
+            if line["pid"] not in pids:
+                continue
+            if line["tag"] == "started":
+                open_runs.add(line["pid"])
+            else:
+                open_runs.discard(line["pid"])
+        if open_runs:
             found.add(job)
     return found
 
