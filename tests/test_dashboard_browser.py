@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import textwrap
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import bgcore
 from bgcore import keys
 from bgcore.processes import free_port
 from tests.conftest import BGCORE_EXE, FIXTURE_APPS, REPO, BenchDir
+from tests.polling import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # a busy 2-core machine: every wait is on a condition, with room to spare
@@ -82,11 +82,7 @@ APP = {
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    wait_until(predicate, what, timeout, 0.2)
 
 
 @pytest.fixture

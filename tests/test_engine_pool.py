@@ -29,6 +29,7 @@ from bgcore.db.joblog import JobLogEntry, failures
 from bgcore.jobs import queued_count
 from bgcore.processes import pid_alive
 from bgcore.rqbridge import SERIALIZER
+from tests import polling
 from tests.conftest import BGCORE_EXE, BenchDir
 from tests.test_scheduler_daemon_support import session_members
 
@@ -45,18 +46,8 @@ MEMORY_LIMIT_MB = 96
 
 
 def wait_until(predicate: Callable[[], T], what: str | Callable[[], str], timeout: float = DEADLINE_SECONDS) -> T:
-    """Poll ``predicate`` every few ms until it returns something truthy; fail naming ``what`` after ``timeout``.
-
-    ``what`` may be a callable, to describe the state at the moment of failure.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what() if callable(what) else what}")
-        time.sleep(POLL_SECONDS)
+    """:func:`tests.polling.wait_until` every few ms, with this module's deadline."""
+    return polling.wait_until(predicate, what, timeout, POLL_SECONDS)
 
 
 def bgcore_command() -> list[str]:

@@ -56,6 +56,7 @@ from bgcore.host import HOST_ENV, host_of_holder, host_of_worker
 from bgcore.scheduler import presence
 from bgcore.scheduler.lease import current_holder
 from tests.conftest import FIXTURE_APPS
+from tests.polling import wait_until
 from tests.test_engine_pool import bgcore_command, exc_string, status
 from tests.test_scheduler_daemon_support import session_members
 
@@ -85,16 +86,6 @@ SLACK = 2.0  # what a busy 2-core machine may add to a bound (process scheduling
 EVIDENCE_ENV = "HOSTSAPP_EVIDENCE"
 
 
-def wait_until(predicate: Callable[[], T], what: str | Callable[[], str], timeout: float = 30.0,
-               interval: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what() if callable(what) else what}")
-        time.sleep(interval)
 
 
 # -- the simulated hosts -----------------------------------------------------------------------

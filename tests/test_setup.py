@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from click.testing import CliRunner
 from bgcore.cli import main
 from bgcore.processes import free_port
 from tests.conftest import BenchDir
+from tests.polling import wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -38,11 +38,7 @@ def run_setup(bench: BenchDir, *args: str) -> tuple[int, str]:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 90, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    wait_until(predicate, what, timeout, 0.3)
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,14 +16,11 @@ import pytest
 from bgcore import embedded_redis
 from bgcore.processes import free_port, pid_alive
 from tests.conftest import BGCORE_EXE, REPO, BenchDir
+from tests.polling import wait_until
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    wait_until(predicate, what, timeout, 0.2)
 
 
 @pytest.fixture
