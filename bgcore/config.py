@@ -7,7 +7,6 @@ site file replaces the bench's value for that key).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -47,27 +46,6 @@ def read_json_config(path: Path, *, required: bool) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must hold a JSON object ({{...}}), found {type(data).__name__}")
     return data
-
-
-MAX_SECONDS = 86400.0  # a day: longer intervals are mistakes, and would overflow datetime arithmetic
-
-
-def seconds_setting(value: Any, *, key: str, where: str, maximum: float = MAX_SECONDS) -> float:
-    """``value`` as a number of seconds in ``(0, maximum]``; else :class:`ConfigError` naming ``key`` and ``where``.
-
-    Config keys are no longer checked here but in :mod:`bgcore.config_schema`
-    (``Bench.settings`` / ``SiteConfig.setting``); this stays for values from elsewhere.
-
-    Refuses booleans, strings, ``NaN``, infinities, zero, negatives and values
-    over ``maximum`` (JSON lets ``1e12``, ``Infinity`` and ``NaN`` through).
-    """
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or not 0 < value <= maximum):
-        raise ConfigError(
-            f"{where}: {key} must be a number of seconds above 0 and at most {maximum:g}, found {value!r}; "
-            "fix the value"
-        )
-    return float(value)
 
 
 def _spared(path: Path) -> str:

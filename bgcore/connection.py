@@ -148,14 +148,6 @@ def wait_replicas(bench: Bench) -> int:
     return value
 
 
-def redis_url(bench: Bench) -> str:
-    """The Redis URL of ``bench`` (a bench on Sentinel has none: :class:`RedisConfigError`)."""
-    found = target(bench)
-    if found.url is None:
-        raise RedisConfigError(f"bench {bench.path} reaches Redis through redis_sentinel, not a URL")
-    return found.url
-
-
 def describe(bench: Bench) -> str:
     """The bench's Redis as messages name it (password hidden), or why it has none."""
     try:

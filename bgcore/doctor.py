@@ -296,11 +296,3 @@ def _site_problems(bench: Bench) -> list[str]:
     problems.extend(stale.message() for stale in find_stale(paths, prints, stored, installed))
     return problems
 
-
-def _workers_per_queue(bench: Bench) -> dict[str, int]:
-    """Live workers of this bench per *RQ* queue name (``<bench>:<queue>``), from :mod:`bgcore.views.workers`.
-
-    Kept for callers written before the read models (the metrics collector); new code calls
-    ``per_queue(live_workers(bench))``, keyed by the bench's queue names.
-    """
-    return {keys.queue_name(bench.bench_id, name): n for name, n in per_queue(live_workers(bench)).items()}

@@ -46,8 +46,3 @@ def broker(bench: Bench) -> Broker:
 
         found = bench.__dict__["_broker"] = Broker(bench.redis(), bench.bench_id, wait_replicas=wait_replicas(bench))
     return found
-
-
-def all_rq_queues(bench: Bench) -> list[Queue]:
-    """Every queue of the bench, in priority order."""
-    return [rq_queue(bench, name) for name in bench.queues]

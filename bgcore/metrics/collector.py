@@ -22,7 +22,7 @@ from bgcore.clock import Clock, utcnow
 from bgcore.metrics.store import queue_stats
 from bgcore.views.queues import QueueCounts, queue_counts
 from bgcore.views.scheduler import SchedulerView, scheduler_view
-from bgcore.views.sites import _failed_per_site
+from bgcore.views.sites import failed_per_site
 from bgcore.views.workers import live_workers, per_queue
 
 SITE_LABELS_KEY = "metrics_site_labels"
@@ -104,7 +104,7 @@ def _sites(bench: Bench, counts: list[QueueCounts]) -> Metric:
     for c in counts:
         queued.update(c.per_site)
     names = sorted(set(bench.site_names()) | set(queued))
-    failed = _failed_per_site(bench, names)  # one script call over the sites' failed indexes
+    failed = failed_per_site(bench, names)  # one script call over the sites' failed indexes
     gauge = GaugeMetricFamily("bgcore_site_jobs", "Jobs of the site (every queue) by state: queued, failed. Only "
                               "with metrics_site_labels; 2 series per site.", labels=["site", "state"])
     for site in names:

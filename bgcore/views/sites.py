@@ -58,7 +58,7 @@ def site_rows(bench: Bench, *, search: str = "", scheduler: str | None = None, e
                  and (not errors_only or switches[n][1])]
     queued = _queued_per_site(bench)
     running = _running_per_site(bench)
-    failed = _failed_per_site(bench, names) if sort == "failed" else {}
+    failed = failed_per_site(bench, names) if sort == "failed" else {}
     if sort != "site":
         count = {"queued": queued, "running": running, "failed": failed}.get(sort)
         # names are sorted already; a stable sort keeps ties by name, ascending either way
@@ -67,7 +67,7 @@ def site_rows(bench: Bench, *, search: str = "", scheduler: str | None = None, e
         names.reverse()
     shown = names[offset:offset + limit]
     if sort != "failed":
-        failed = _failed_per_site(bench, shown)
+        failed = failed_per_site(bench, shown)
     rows = []
     for name in shown:
         state, error = switches[name] if name in switches else _switch_and_error(bench, name, refused)
@@ -98,7 +98,7 @@ def _queued_per_site(bench: Bench) -> dict[str, int]:
     return queued
 
 
-def _failed_per_site(bench: Bench, names: list[str]) -> dict[str, int]:
+def failed_per_site(bench: Bench, names: list[str]) -> dict[str, int]:
     """Failed jobs of each of ``names`` (every queue), from their failed indexes: one script call."""
     if not names:
         return {}
